@@ -1,0 +1,73 @@
+"""Shared fixtures: the local xkcd mirror and a `scrapy crawl` runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pytest
+from xkcdsite import Servers, Site
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def xkcd() -> Iterator[Site]:
+    """The xkcd mirror: pages and API on one port, images on another."""
+    site = Site()
+    servers = Servers(site)
+    yield site
+    servers.close()
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    store: Path
+    feed: Path
+
+    def items(self) -> list[dict[str, Any]]:
+        if not self.feed.exists():
+            return []
+        return [json.loads(line) for line in self.feed.read_text(encoding="utf-8").split("\n") if line]
+
+    def stored(self) -> dict[str, bytes]:
+        """Every file under the store but our dot-folders: {relative path: bytes}."""
+        return {
+            p.relative_to(self.store).as_posix(): p.read_bytes()
+            for p in self.store.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(self.store).parts)
+        }
+
+
+class Crawl(Protocol):
+    def __call__(self, *args: str, store: Path | None = None, timeout: float = 120) -> Run: ...
+
+
+@pytest.fixture
+def crawl(tmp_path: Path) -> Crawl:
+    """Run `scrapy crawl ARGS` in a subprocess, storing under tmp_path/store."""
+    default_store = tmp_path / "store"
+    runs = 0
+
+    def run(*args: str, store: Path | None = None, timeout: float = 120) -> Run:
+        nonlocal runs
+        runs += 1
+        store = store or default_store
+        feed = tmp_path / f"items-{runs}.jsonl"
+        cmd = [sys.executable, "-m", "scrapy", "crawl", *args, "-s", f"FILES_STORE={store}", "-O", f"{feed}:jsonlines"]
+        env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+        proc = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        return Run(proc.returncode, proc.stdout, proc.stderr, store, feed)
+
+    return run

@@ -1,0 +1,39 @@
+"""Scrapy's downloader with a per-host concurrency limit that holds."""
+
+from __future__ import annotations
+
+from time import monotonic
+from typing import TYPE_CHECKING
+
+from scrapy.core.downloader import Downloader
+from scrapy.utils.asyncio import call_later
+from scrapy.utils.defer import _schedule_coro
+
+if TYPE_CHECKING:
+    from scrapy.core.downloader import Slot
+
+
+class PoliteDownloader(Downloader):
+    """Count a request as transferring when it is scheduled, not when its task starts.
+
+    Scrapy 2.19 only adds a request to ``slot.transferring`` once the task scheduled
+    for it runs. With DOWNLOAD_DELAY = 0 the loop below empties the whole queue first,
+    so a host saw 7 requests in flight with CONCURRENT_REQUESTS_PER_DOMAIN = 1.
+    """
+
+    def _process_queue(self, slot: Slot) -> None:
+        if slot.latercall:
+            return  # a delayed call will process the queue
+        now = monotonic()
+        delay = slot.download_delay()
+        if delay and (penalty := delay - now + slot.lastseen) > 0:
+            slot.latercall = call_later(penalty, self._latercall, slot)
+            return
+        while slot.queue and slot.free_transfer_slots() > 0:
+            slot.lastseen = now
+            request, queue_dfd = slot.queue.popleft()
+            slot.transferring.add(request)  # the fix; _download() adds it again, harmlessly
+            _schedule_coro(self._wait_for_download(slot, request, queue_dfd))
+            if delay:  # one request per delay: no burst
+                self._process_queue(slot)
+                break

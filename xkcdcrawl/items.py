@@ -1,0 +1,24 @@
+"""Items: one per comic or per file, each naming the folder its files go to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ComicItem:
+    """One xkcd comic with its metadata and image."""
+
+    num: int
+    title: str
+    safe_title: str
+    alt: str
+    date: str  # ISO 8601, from the API's unpadded year/month/day
+    page_url: str
+    image_url: str | None  # None: an interactive comic with no static image
+    image_2x_url: str | None = None
+    link: str = ""  # the API's link: often a large version of the comic
+    folder: str = "xkcd"
+    file_urls: list[str] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)

@@ -1,0 +1,54 @@
+"""Safe relative store paths from untrusted URLs, titles and folder names."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+import unicodedata
+from urllib.parse import unquote, urlsplit
+
+MAX_NAME_BYTES = 255  # NAME_MAX on ext4, xfs, btrfs, tmpfs
+# Windows refuses these as names with any extension; the files may be copied there.
+_RESERVED = re.compile(r"(?i)^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\.|$)")
+_SEPARATORS = str.maketrans({"/": "_", "\\": "_"})
+
+
+def safe_segment(name: str) -> str:
+    """One path component that cannot climb, hide or break a file system."""
+    # Cc: control characters and NUL; Cf: invisible format characters such as U+202E.
+    text = "".join(c for c in name if unicodedata.category(c) not in {"Cc", "Cf"})
+    text = text.translate(_SEPARATORS).strip().rstrip(". ")
+    if not text.strip("."):  # "", ".", "..": nothing a file can be called
+        return "_" + text if text else "_"
+    if _RESERVED.match(text):
+        text = "_" + text
+    return _truncate(text)
+
+
+def _truncate(name: str, limit: int = MAX_NAME_BYTES) -> str:
+    """Cut a name to `limit` UTF-8 bytes, keeping a short extension."""
+    if len(name.encode()) <= limit:
+        return name
+    stem, ext = posixpath.splitext(name)
+    if len(ext.encode()) > 16:
+        stem, ext = name, ""
+    tag = "~" + hashlib.sha1(name.encode()).hexdigest()[:8]  # keeps cut names distinct
+    room = limit - len(ext.encode()) - len(tag)
+    cut = stem.encode()[:room].decode(errors="ignore")
+    return cut + tag + ext
+
+
+def url_file_name(url: str) -> str:
+    """The server's own name for a URL's file, decoded and made safe."""
+    path = urlsplit(url).path
+    name = unquote(path.rsplit("/", 1)[-1], errors="replace")
+    if not name or not safe_segment(name).strip("_"):
+        return "file-" + hashlib.sha1(url.encode()).hexdigest()[:16]
+    return safe_segment(name)
+
+
+def safe_relpath(*parts: str) -> str:
+    """Join folder/file names into a relative POSIX path that stays below its root."""
+    segments = [safe_segment(s) for part in parts for s in re.split(r"[/\\]", part) if s]
+    return "/".join(segments) or "_"

@@ -1,0 +1,104 @@
+"""The one files pipeline: real file names, atomic writes, every outcome reported."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from itemadapter import ItemAdapter
+from scrapy.http.request import NO_CALLBACK, Request
+from scrapy.pipelines.files import FilesPipeline, FilesStoreProtocol
+from scrapy.pipelines.media import FileException, _MediaRequestFiltered
+
+from xkcdcrawl.paths import safe_relpath, url_file_name
+from xkcdcrawl.stores import AtomicFSFilesStore
+
+if TYPE_CHECKING:
+    from scrapy.http import Response
+    from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
+    from twisted.python.failure import Failure
+
+logger = logging.getLogger(__name__)
+
+
+class NamedFilesPipeline(FilesPipeline):
+    """Store each file as <item folder>/<file name from the URL>."""
+
+    STORE_SCHEMES: ClassVar[dict[str, type[FilesStoreProtocol]]] = {
+        **FilesPipeline.STORE_SCHEMES,
+        "": AtomicFSFilesStore,
+        "file": AtomicFSFilesStore,
+    }
+
+    def file_path(
+        self,
+        request: Request,
+        response: Response | None = None,
+        info: MediaPipeline.SpiderInfo | None = None,
+        *,
+        item: Any = None,
+    ) -> str:
+        folder = ItemAdapter(item).get("folder") or "unsorted"
+        return safe_relpath(folder, url_file_name(request.url))
+
+    def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
+        urls = ItemAdapter(item).get(self.files_urls_field) or []
+        return [Request(url, callback=NO_CALLBACK) for url in urls]
+
+    async def media_downloaded(
+        self,
+        response: Response,
+        request: Request,
+        info: MediaPipeline.SpiderInfo,
+        *,
+        item: Any = None,
+    ) -> FileInfo:
+        if response.status != 200:  # Scrapy's message says only "download-error"
+            raise FileException(f"HTTP {response.status}")
+        return await super().media_downloaded(response, request, info, item=item)
+
+    def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> Any:
+        try:
+            super().media_failed(failure, request, info)
+        except _MediaRequestFiltered:
+            raise
+        except FileException as exc:  # Scrapy's carries no reason for download errors
+            raise FileException(str(exc) or _reason(failure.value)) from exc
+
+    async def _check_media_to_download(
+        self, request: Request, info: MediaPipeline.SpiderInfo, item: Any
+    ) -> FileInfo:
+        # A failed file is a result, not an exception: Scrapy would log a traceback for
+        # it and drop it from the item; here it stays there with its reason.
+        try:
+            return await super()._check_media_to_download(request, info, item)
+        except FileException as exc:
+            status = "filtered" if isinstance(exc, _MediaRequestFiltered) else "failed"
+            return self._outcome(request.url, item, status, str(exc), info)
+
+    def item_completed(
+        self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo
+    ) -> Any:
+        adapter = ItemAdapter(item)
+        urls = adapter.get(self.files_urls_field) or []
+        adapter[self.files_result_field] = [
+            dict(result) if ok else self._outcome(url, item, "failed", _reason(result.value), info)
+            for url, (ok, result) in zip(urls, results, strict=True)
+        ]
+        return item
+
+    def _outcome(
+        self, url: str, item: Any, status: str, reason: str, info: MediaPipeline.SpiderInfo
+    ) -> FileInfo:
+        self.inc_stats(status)
+        log = logger.info if status == "filtered" else logger.error
+        log("File %s: %s (%s)", status, url, reason, extra={"spider": info.spider})
+        path = self.file_path(Request(url), item=item)
+        return cast("FileInfo", {"url": url, "path": path, "checksum": None, "status": status, "reason": reason})
+
+
+def _reason(exc: BaseException | None) -> str:
+    """A short reason for a failed download: the exception's own words."""
+    text = str(exc).strip()
+    name = type(exc).__name__
+    return f"{name}: {text}" if text and text != name else name

@@ -1,0 +1,169 @@
+"""xkcd comics through the JSON API, with the 2x image from each comic page."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
+
+import scrapy
+from scrapy.http import TextResponse
+
+from xkcdcrawl.archive import DownloadArchive
+from xkcdcrawl.args import XkcdArgs
+from xkcdcrawl.items import ComicItem
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator, Mapping
+
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from twisted.python.failure import Failure
+
+
+@dataclass(frozen=True)
+class PageComic:
+    """What a comic page adds to the API: the 2x image and the large-version link."""
+
+    image_url: str | None
+    image_2x_url: str | None
+    link: str | None
+
+
+NO_PAGE = PageComic(None, None, None)
+
+
+def image_or_none(url: str) -> str | None:
+    """The URL if it names a file: 1608 and 1663 give just the comics folder."""
+    path = urlsplit(url).path
+    return url if url and not path.endswith("/") and "." in path.rsplit("/", 1)[-1] else None
+
+
+def comic_from_info(info: Mapping[str, Any], page_url: str) -> ComicItem:
+    """A comic from its info.0.json record (values as the API gives them)."""
+    date = "{:04d}-{:02d}-{:02d}".format(*(int(info[k]) for k in ("year", "month", "day")))
+    img = str(info.get("img") or "")
+    return ComicItem(
+        num=int(info["num"]),
+        title=info["title"],
+        safe_title=info["safe_title"],
+        alt=info["alt"],
+        date=date,
+        page_url=page_url,
+        image_url=image_or_none(TextResponse(page_url).urljoin(img)) if img else None,
+        link=info.get("link") or "",
+    )
+
+
+def comic_from_page(response: TextResponse) -> PageComic:
+    """The comic image of a page of any era: #comic img (maybe wrapped in a link), or 2011's."""
+    img = response.css("#comic img") or response.xpath("//img[contains(@src, '/comics/')]")
+    if not img:
+        return NO_PAGE
+    first = img[0]
+    src = first.attrib.get("src")
+    link = first.xpath("ancestor::a[1]/@href").get()
+    return PageComic(
+        image_url=image_or_none(response.urljoin(src)) if src else None,
+        image_2x_url=_srcset_2x(response, first.attrib.get("srcset", "")),
+        link=response.urljoin(link) if link else None,
+    )
+
+
+def _srcset_2x(response: TextResponse, srcset: str) -> str | None:
+    for candidate in srcset.split(","):
+        url, _, descriptor = candidate.strip().partition(" ")
+        if url and descriptor.strip() == "2x":
+            return image_or_none(response.urljoin(url))
+    return None
+
+
+def with_page(item: ComicItem, page: PageComic, hires: bool) -> ComicItem:
+    """The item completed by its page, with the image to store in file_urls."""
+    image = item.image_url or page.image_url
+    large = item.link or page.link or ""
+    wanted = (page.image_2x_url or image) if hires else image
+    return dataclasses.replace(
+        item, image_url=image, image_2x_url=page.image_2x_url, link=large,
+        file_urls=[wanted] if wanted else [],
+    )
+
+
+class XkcdSpider(scrapy.Spider):
+    """Comics START..END: scrapy crawl xkcd -a start=1 -a end=1400"""
+
+    name = "xkcd"
+    args_model = XkcdArgs
+    archive: DownloadArchive | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()  # not **kwargs: Scrapy would set self.start = "1" over start()
+        self.args = XkcdArgs.from_kwargs(kwargs)
+        self.allowed_domains = [urlsplit(self.args.base_url).hostname or ""]
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        spider.archive = DownloadArchive.from_crawler(crawler, key=spider.archive_key)
+        return spider
+
+    def archive_key(self, item: Any) -> str | None:
+        return self.archive_key_for(item.num)
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        if self.args.end is None:  # learn the newest number; parse_latest() yields the range
+            yield scrapy.Request(f"{self.args.base_url}/info.0.json", callback=self.parse_latest)
+            return
+        for request in self.comic_requests(self.args.start, self.args.end):
+            yield request
+
+    def parse_latest(self, response: Response) -> Iterator[scrapy.Request]:
+        newest = int(json.loads(response.body)["num"])
+        self.logger.info("Newest comic is %d", newest)
+        yield from self.comic_requests(self.args.start, newest)
+
+    def archive_key_for(self, num: int) -> str:
+        return f"{num}@2x" if self.args.hires else str(num)
+
+    def comic_requests(self, start: int, end: int) -> Iterator[scrapy.Request]:
+        skipped = 0
+        for num in range(start, end + 1):
+            if self.archive is not None and self.archive_key_for(num) in self.archive:
+                skipped += 1
+                continue
+            yield scrapy.Request(
+                f"{self.args.base_url}/{num}/info.0.json",
+                callback=self.parse_info,
+                meta={"handle_httpstatus_list": [404]},
+                cb_kwargs={"num": num},
+            )
+        if skipped:
+            self.crawler.stats.inc_value("xkcdcrawl/archive_skipped", skipped)
+            self.logger.info("Skipped %d comics already complete (archive %s)", skipped, self.archive.path)
+
+    def parse_info(self, response: Response, num: int) -> Iterator[scrapy.Request]:
+        if response.status == 404:  # 404 ("Not Found") is the one number xkcd skipped
+            self.crawler.stats.inc_value("xkcdcrawl/comics_missing")
+            self.logger.info("Comic %d does not exist (HTTP 404)", num)
+            return
+        item = comic_from_info(json.loads(response.body), f"{self.args.base_url}/{num}/")
+        yield scrapy.Request(
+            item.page_url, callback=self.parse_page, errback=self.page_failed, cb_kwargs={"item": item}
+        )
+
+    def parse_page(self, response: Response, item: ComicItem) -> Iterator[ComicItem]:
+        page = comic_from_page(response) if isinstance(response, TextResponse) else NO_PAGE
+        yield self.finish(with_page(item, page, self.args.hires))
+
+    def page_failed(self, failure: Failure) -> Iterator[ComicItem]:
+        item: ComicItem = failure.request.cb_kwargs["item"]  # type: ignore[attr-defined]
+        self.logger.warning("Comic %d: page unavailable (%s); using the API only", item.num, failure.value)
+        yield self.finish(with_page(item, NO_PAGE, self.args.hires))
+
+    def finish(self, item: ComicItem) -> ComicItem:
+        if not item.file_urls:
+            self.crawler.stats.inc_value("xkcdcrawl/comics_without_image")
+            self.logger.warning("Comic %d (%s): no image (interactive comic), skipped", item.num, item.safe_title)
+        return item

@@ -1,0 +1,90 @@
+"""A files store whose files are complete under their final names, or absent."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scrapy.pipelines.files import FSFilesStore, StatInfo
+
+if TYPE_CHECKING:
+    from io import BytesIO
+
+    from scrapy.pipelines.media import MediaPipeline
+
+# Checksum of a stored file, tied to its size and mtime so that any later change voids it.
+_XATTR = "user.xkcdcrawl.md5"
+
+
+class OutsideStoreError(ValueError):
+    """A path that would resolve outside FILES_STORE."""
+
+
+class AtomicFSFilesStore(FSFilesStore):
+    """Write to .part-<random>, fsync, rename; refuse paths outside the store."""
+
+    def __init__(self, basedir: str | os.PathLike[str]):
+        super().__init__(basedir)
+        self.root = Path(self.basedir).resolve()
+
+    def persist_file(
+        self,
+        path: str | os.PathLike[str],
+        buf: BytesIO,
+        info: MediaPipeline.SpiderInfo,
+        meta: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        target = self.resolve(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.resolve(path)  # again: a symlinked folder may have been created meanwhile
+        part = target.with_name(f".{target.name[:200]}.part-{secrets.token_hex(4)}")
+        try:
+            with part.open("xb") as out:
+                out.write(buf.getbuffer())
+                out.flush()
+                os.fsync(out.fileno())
+            _remember_checksum(part, hashlib.md5(buf.getbuffer()).hexdigest())
+            part.replace(target)
+        finally:
+            part.unlink(missing_ok=True)
+
+    def stat_file(self, path: str | os.PathLike[str], info: MediaPipeline.SpiderInfo) -> StatInfo:
+        try:
+            target = self.resolve(path)
+            stat = target.stat()
+        except (OSError, OutsideStoreError):
+            return {}
+        checksum = _recall_checksum(target, stat) or _md5_file(target)
+        return {"last_modified": stat.st_mtime, "checksum": checksum}
+
+    def resolve(self, path: str | os.PathLike[str]) -> Path:
+        """The absolute path of a store path, which must stay inside the store."""
+        target = self.root.joinpath(*str(path).split("/")).resolve()
+        if target == self.root or not target.is_relative_to(self.root):
+            raise OutsideStoreError(f"path {str(path)!r} resolves outside FILES_STORE")
+        return target
+
+
+def _md5_file(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
+
+
+def _remember_checksum(path: Path, checksum: str) -> None:
+    stat = path.stat()
+    try:
+        os.setxattr(path, _XATTR, f"{stat.st_size}:{stat.st_mtime_ns}:{checksum}".encode())
+    except OSError:  # no user xattrs on this file system: stat_file() hashes instead
+        pass
+
+
+def _recall_checksum(path: Path, stat: os.stat_result) -> str | None:
+    try:
+        size, mtime, checksum = os.getxattr(path, _XATTR).decode().split(":")
+    except (OSError, ValueError):
+        return None
+    return checksum if (int(size), int(mtime)) == (stat.st_size, stat.st_mtime_ns) else None

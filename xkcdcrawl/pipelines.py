@@ -9,6 +9,7 @@ from itemadapter import ItemAdapter
 from scrapy.http.request import NO_CALLBACK, Request
 from scrapy.pipelines.files import FilesPipeline, FilesStoreProtocol
 from scrapy.pipelines.media import FileException, _MediaRequestFiltered
+from twisted.python.failure import Failure
 
 from xkcdcrawl.paths import safe_relpath, url_file_name
 from xkcdcrawl.stores import AtomicFSFilesStore
@@ -16,7 +17,6 @@ from xkcdcrawl.stores import AtomicFSFilesStore
 if TYPE_CHECKING:
     from scrapy.http import Response
     from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
-    from twisted.python.failure import Failure
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ class NamedFilesPipeline(FilesPipeline):
         except FileException as exc:  # Scrapy's carries no reason for download errors
             raise FileException(str(exc) or _reason(failure.value)) from exc
 
-    async def _check_media_to_download(
-        self, request: Request, info: MediaPipeline.SpiderInfo, item: Any
-    ) -> FileInfo:
+    async def _check_media_to_download(self, request: Request, info: MediaPipeline.SpiderInfo, item: Any) -> FileInfo:
         # A failed file is a result, not an exception: Scrapy would log a traceback for
         # it and drop it from the item; here it stays there with its reason.
         try:
@@ -76,20 +74,19 @@ class NamedFilesPipeline(FilesPipeline):
             status = "filtered" if isinstance(exc, _MediaRequestFiltered) else "failed"
             return self._outcome(request.url, item, status, str(exc), info)
 
-    def item_completed(
-        self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo
-    ) -> Any:
+    def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         adapter = ItemAdapter(item)
         urls = adapter.get(self.files_urls_field) or []
-        adapter[self.files_result_field] = [
-            dict(result) if ok else self._outcome(url, item, "failed", _reason(result.value), info)
-            for url, (ok, result) in zip(urls, results, strict=True)
-        ]
+        files: list[FileInfo] = []
+        for url, (_, result) in zip(urls, results, strict=True):
+            if isinstance(result, Failure):  # an error outside the download itself
+                files.append(self._outcome(url, item, "failed", _reason(result.value), info))
+            else:
+                files.append(result)
+        adapter[self.files_result_field] = files
         return item
 
-    def _outcome(
-        self, url: str, item: Any, status: str, reason: str, info: MediaPipeline.SpiderInfo
-    ) -> FileInfo:
+    def _outcome(self, url: str, item: Any, status: str, reason: str, info: MediaPipeline.SpiderInfo) -> FileInfo:
         self.inc_stats(status)
         log = logger.info if status == "filtered" else logger.error
         log("File %s: %s (%s)", status, url, reason, extra={"spider": info.spider})

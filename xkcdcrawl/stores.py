@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,10 +77,8 @@ def _md5_file(path: Path) -> str:
 
 def _remember_checksum(path: Path, checksum: str) -> None:
     stat = path.stat()
-    try:
+    with suppress(OSError):  # no user xattrs on this file system: stat_file() hashes instead
         os.setxattr(path, _XATTR, f"{stat.st_size}:{stat.st_mtime_ns}:{checksum}".encode())
-    except OSError:  # no user xattrs on this file system: stat_file() hashes instead
-        pass
 
 
 def _recall_checksum(path: Path, stat: os.stat_result) -> str | None:

@@ -60,7 +60,7 @@ class Progress:
         if not self.interval:
             return
         if sys.stderr.isatty():
-            from rich.progress import Progress as Bar  # noqa: PLC0415 - only on a terminal
+            from rich.progress import Progress as Bar
 
             self.bar = Bar(transient=True)
             self.bar.start()

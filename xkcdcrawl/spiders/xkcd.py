@@ -86,7 +86,10 @@ def with_page(item: ComicItem, page: PageComic, hires: bool) -> ComicItem:
     large = item.link or page.link or ""
     wanted = (page.image_2x_url or image) if hires else image
     return dataclasses.replace(
-        item, image_url=image, image_2x_url=page.image_2x_url, link=large,
+        item,
+        image_url=image,
+        image_2x_url=page.image_2x_url,
+        link=large,
         file_urls=[wanted] if wanted else [],
     )
 
@@ -139,7 +142,7 @@ class XkcdSpider(scrapy.Spider):
                 meta={"handle_httpstatus_list": [404]},
                 cb_kwargs={"num": num},
             )
-        if skipped:
+        if skipped and self.archive is not None:
             self.crawler.stats.inc_value("xkcdcrawl/archive_skipped", skipped)
             self.logger.info("Skipped %d comics already complete (archive %s)", skipped, self.archive.path)
 

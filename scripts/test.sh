@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a fresh machine, then run them: bash scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-system-deps.sh
+bash scripts/setup.sh requirements-dev.txt
+.venv/bin/ruff check xkcdcrawl tests
+.venv/bin/mypy xkcdcrawl
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,106 @@
+"""End-to-end xkcd crawls against the local mirror: bytes on disk, feed, exit status."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from xkcdsite import image_bytes
+
+if TYPE_CHECKING:
+    from conftest import Crawl
+    from xkcdsite import Site
+
+
+def xkcd_args(site: Site, *more: str) -> list[str]:
+    return ["xkcd", "-a", f"base_url={site.origin}", *more]
+
+
+def test_range_with_404_downloads_real_names_and_exports_each_comic(xkcd: Site, crawl: Crawl) -> None:
+    run = crawl(*xkcd_args(xkcd, "-a", "start=402", "-a", "end=406"))
+    assert run.returncode == 0, run.stderr
+    names = {402: "1000_miles_north.png", 403: "convincing_pickup_line.png", 405: "journal_3.png", 406: "venting.png"}
+    assert run.stored() == {f"xkcd/{n}": image_bytes(f"/comics/{n}") for n in names.values()}
+    items = {item["num"]: item for item in run.items()}
+    assert sorted(items) == [402, 403, 405, 406]  # 404 does not exist: no item, no error
+    first = items[402]
+    assert first["title"] == first["safe_title"] == "1,000 Miles North"
+    assert first["date"] == "2008-03-28"
+    assert first["page_url"] == f"{xkcd.origin}/402/"
+    assert first["files"] == [
+        {
+            "url": f"{xkcd.images}/comics/1000_miles_north.png",
+            "path": "xkcd/1000_miles_north.png",
+            "checksum": first["files"][0]["checksum"],
+            "status": "downloaded",
+        }
+    ]
+    assert "'xkcdcrawl/comics_missing': 1" in run.stderr
+    assert "Comic 404 does not exist (HTTP 404)" in run.stderr
+    assert "ERROR" not in run.stderr
+
+
+def test_second_run_makes_no_request_for_complete_comics(xkcd: Site, crawl: Crawl) -> None:
+    args = xkcd_args(xkcd, "-a", "start=1035", "-a", "end=1037")  # 1036 and 1037 share reviews.png
+    assert crawl(*args).returncode == 0
+    xkcd.hits.clear()
+    again = crawl(*args)
+    assert again.returncode == 0, again.stderr
+    assert [hit for hit in xkcd.hits if "robots.txt" not in hit] == []
+    assert "'xkcdcrawl/archive_skipped': 3" in again.stderr
+    assert "Skipped 3 comics already complete" in again.stderr
+    assert again.items() == []
+
+
+def test_deleted_file_is_fetched_again(xkcd: Site, crawl: Crawl) -> None:
+    args = xkcd_args(xkcd, "-a", "start=1", "-a", "end=2")
+    first = crawl(*args)
+    (first.store / "xkcd" / "barrel_cropped_(1).jpg").unlink()
+    again = crawl(*args)
+    assert again.returncode == 0
+    assert "'file_status_count/downloaded': 1" in again.stderr
+    assert again.stored() == first.stored()
+
+
+def test_interactive_comic_without_image_is_reported(xkcd: Site, crawl: Crawl) -> None:
+    run = crawl(*xkcd_args(xkcd, "-a", "start=1607", "-a", "end=1609"))
+    assert run.returncode == 0, run.stderr
+    items = {item["num"]: item for item in run.items()}
+    assert items[1608]["image_url"] is None
+    assert items[1608]["files"] == []
+    assert "Comic 1608 (Hoverboard): no image (interactive comic), skipped" in run.stderr
+    assert set(run.stored()) == {"xkcd/supreme_court.png", "xkcd/food_combinations.png"}
+
+
+def test_hires_stores_the_2x_image_where_there_is_one(xkcd: Site, crawl: Crawl) -> None:
+    run = crawl(*xkcd_args(xkcd, "-a", "start=1897", "-a", "end=1898", "-a", "hires=true"))
+    assert run.returncode == 0, run.stderr
+    assert set(run.stored()) == {"xkcd/self_driving.png", "xkcd/october_2017_2x.png"}
+    by_num = {item["num"]: item for item in run.items()}
+    assert by_num[1898]["image_2x_url"] == f"{xkcd.images}/comics/october_2017_2x.png"
+
+
+def test_without_end_crawls_up_to_the_newest_comic(xkcd: Site, crawl: Crawl) -> None:
+    xkcd.newest = 3
+    run = crawl(*xkcd_args(xkcd))
+    assert run.returncode == 0, run.stderr
+    assert sorted(item["num"] for item in run.items()) == [1, 2, 3]
+    assert "Newest comic is 3" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-a", "start=abc"], "start='abc': Input should be a valid integer"),
+        (["-a", "end=0"], "end='0': Input should be greater than 0"),
+        (["-a", "start=5", "-a", "end=2"], "end (2) is before start (5)"),
+        (["-a", "strat=1"], "unknown argument 'strat'"),
+        (["-a", "base_url=file:///etc"], "is not an http(s) URL"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(crawl: Crawl, args: list[str], message: str) -> None:
+    run = crawl("xkcd", *args)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert message in run.stderr
+    assert not run.store.exists()

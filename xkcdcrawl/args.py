@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -20,12 +21,12 @@ class SpiderArgs(BaseModel):
         return cls.model_validate({k: v for k, v in kwargs.items() if not k.startswith("_")})
 
 
-def http_url(value: str) -> str:
-    """An absolute http(s) URL with a host, without trailing slash."""
+def http_url(value: str, *, strip: bool = True) -> str:
+    """An absolute http(s) URL with a host; by default without trailing slash."""
     parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    if parts.scheme not in {"http", "https"} or not parts.hostname or any(c.isspace() for c in value):
         raise ValueError(f"{value!r} is not an http(s) URL")
-    return value.rstrip("/")
+    return value.rstrip("/") if strip else value
 
 
 class XkcdArgs(SpiderArgs):
@@ -59,3 +60,49 @@ def describe(error: ValidationError) -> str:
         else:
             problems.append(msg)
     return "; ".join(problems)
+
+
+def read_url_list(text: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """(line number, URL) of the good lines and (line number, problem) of the bad ones.
+
+    Blank lines and # comments are skipped.
+    """
+    good: list[tuple[int, str]] = []
+    bad: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        try:
+            good.append((number, http_url(entry, strip=False)))
+        except ValueError as error:
+            bad.append((number, str(error)))
+    return good, bad
+
+
+class UrlsArgs(SpiderArgs):
+    file: Path | None = None  # one URL per line
+    urls: str | None = None  # URL1,URL2,...
+    repeat: PositiveInt = 1  # fetch each URL this many times (random-image endpoints)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.file is None) == (self.urls is None):
+            raise ValueError("give either file=PATH or urls=URL1,URL2")
+        good, bad = self.entries()
+        if not good:
+            raise ValueError(f"no usable URL in {self.source()}" + (f" (line {bad[0][0]}: {bad[0][1]})" if bad else ""))
+        return self
+
+    def source(self) -> str:
+        return str(self.file) if self.file is not None else "urls"
+
+    def entries(self) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        if self.file is None:
+            return read_url_list("\n".join((self.urls or "").split(",")))
+        try:
+            return read_url_list(self.file.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ValueError(f"cannot read {self.file}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"cannot read {self.file}: not UTF-8 text") from None

@@ -10,7 +10,9 @@ from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import _schedule_coro
 
 if TYPE_CHECKING:
+    from scrapy import Request
     from scrapy.core.downloader import Slot
+    from scrapy.crawler import Crawler
 
 
 class PoliteDownloader(Downloader):
@@ -21,10 +23,24 @@ class PoliteDownloader(Downloader):
     so a host saw 7 requests in flight with CONCURRENT_REQUESTS_PER_DOMAIN = 1.
     """
 
+    def __init__(self, crawler: Crawler):
+        super().__init__(crawler)
+        self._paused: dict[Slot, float] = {}  # slot -> monotonic time its host may be asked again
+
+    def pause(self, request: Request, seconds: float) -> None:
+        """Send nothing more to the request's host for that long (a Retry-After)."""
+        _, slot = self._get_slot(request)
+        self._paused[slot] = max(self._paused.get(slot, 0.0), monotonic() + seconds)
+        self._process_queue(slot)
+
     def _process_queue(self, slot: Slot) -> None:
         if slot.latercall:
             return  # a delayed call will process the queue
         now = monotonic()
+        if (paused := self._paused.get(slot, now) - now) > 0:
+            slot.latercall = call_later(paused, self._latercall, slot)
+            return
+        self._paused.pop(slot, None)
         delay = slot.download_delay()
         if delay and (penalty := delay - now + slot.lastseen) > 0:
             slot.latercall = call_later(penalty, self._latercall, slot)

@@ -22,3 +22,14 @@ class ComicItem:
     folder: str = "xkcd"
     file_urls: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class FileItem:
+    """One file to store: where it comes from and the folder it goes to."""
+
+    url: str
+    folder: str
+    name: str | None = None  # the spider's own name for it; None: the name in the URL
+    file_urls: list[str] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)

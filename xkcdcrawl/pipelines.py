@@ -11,7 +11,7 @@ from scrapy.pipelines.files import FilesPipeline, FilesStoreProtocol
 from scrapy.pipelines.media import FileException, _MediaRequestFiltered
 from twisted.python.failure import Failure
 
-from xkcdcrawl.paths import safe_relpath, url_file_name
+from xkcdcrawl.paths import safe_relpath, safe_segment, url_file_name
 from xkcdcrawl.stores import AtomicFSFilesStore
 
 if TYPE_CHECKING:
@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
 
 logger = logging.getLogger(__name__)
+
+
+def store_path(url: str, item: Any) -> str:
+    """<item folder>/<file name>: from the URL and stable item fields only."""
+    adapter = ItemAdapter(item)
+    name = adapter.get("name") or url_file_name(url)
+    return safe_relpath(adapter.get("folder") or "unsorted", safe_segment(name))
 
 
 class NamedFilesPipeline(FilesPipeline):
@@ -38,8 +45,7 @@ class NamedFilesPipeline(FilesPipeline):
         *,
         item: Any = None,
     ) -> str:
-        folder = ItemAdapter(item).get("folder") or "unsorted"
-        return safe_relpath(folder, url_file_name(request.url))
+        return store_path(request.url, item)
 
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
         urls = ItemAdapter(item).get(self.files_urls_field) or []
@@ -55,6 +61,10 @@ class NamedFilesPipeline(FilesPipeline):
     ) -> FileInfo:
         if response.status != 200:  # Scrapy's message says only "download-error"
             raise FileException(f"HTTP {response.status}")
+        expected = response.headers.get("Content-Length")
+        if expected and expected.isdigit() and len(response.body) < int(expected):
+            # (decompression only makes bodies longer: shorter is always a cut)
+            raise FileException(f"short body: {len(response.body)} of {int(expected)} bytes")
         return await super().media_downloaded(response, request, info, item=item)
 
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> Any:
@@ -71,7 +81,9 @@ class NamedFilesPipeline(FilesPipeline):
         try:
             return await super()._check_media_to_download(request, info, item)
         except FileException as exc:
-            status = "filtered" if isinstance(exc, _MediaRequestFiltered) else "failed"
+            # IgnoreRequest is policy (offsite, robots.txt) but also a redirect loop: a failure
+            policy = isinstance(exc, _MediaRequestFiltered) and "redirect" not in str(exc).lower()
+            status = "filtered" if policy else "failed"
             return self._outcome(request.url, item, status, str(exc), info)
 
     def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
@@ -97,5 +109,7 @@ class NamedFilesPipeline(FilesPipeline):
 def _reason(exc: BaseException | None) -> str:
     """A short reason for a failed download: the exception's own words."""
     text = str(exc).strip()
+    if isinstance(exc, FileException) and text:
+        return text  # our own words already
     name = type(exc).__name__
     return f"{name}: {text}" if text and text != name else name

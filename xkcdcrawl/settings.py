@@ -16,6 +16,11 @@ AUTOTHROTTLE_ENABLED = False
 DOWNLOAD_TIMEOUT = 30
 RETRY_ENABLED = True
 RETRY_TIMES = 3
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "xkcdcrawl.middlewares.BackoffRetryMiddleware": 550,  # retries that wait, pages and files
+}
+DOWNLOAD_FAIL_ON_DATALOSS = True  # a body shorter than its Content-Length is an error, retried
 
 # Files: real names under FILES_STORE, written atomically, kept until deleted.
 ITEM_PIPELINES = {"xkcdcrawl.pipelines.NamedFilesPipeline": 300}
@@ -27,6 +32,9 @@ MEDIA_ALLOW_REDIRECTS = True
 XKCDCRAWL_ARCHIVE = True  # record complete items in FILES_STORE/.xkcdcrawl/ so re-runs skip them
 XKCDCRAWL_FAIL_ON_ERROR = True  # exit status 1 when any file failed
 XKCDCRAWL_PROGRESS_INTERVAL = 5.0  # seconds between progress reports; 0 turns them off
+XKCDCRAWL_RETRY_BACKOFF = 1.0  # seconds before the first retry; doubles with each retry
+XKCDCRAWL_RETRY_BACKOFF_MAX = 60.0  # the longest wait between two tries
+XKCDCRAWL_RETRY_AFTER_MAX = 600.0  # a longer Retry-After gives up instead of waiting
 
 EXTENSIONS = {"xkcdcrawl.extensions.progress.Progress": 500}
 FEED_EXPORT_ENCODING = "utf-8"

@@ -11,6 +11,7 @@ from scrapy.exceptions import UsageError
 from scrapy.spiderloader import get_spider_loader
 
 from xkcdcrawl.args import describe
+from xkcdcrawl.extensions.progress import failures
 
 if TYPE_CHECKING:
     import argparse
@@ -44,7 +45,7 @@ class Command(ScrapyCrawl):
         crawler = self._create_crawler(args[0])
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()
-        failed = crawler.stats.get_value("file_status_count/failed", 0) if crawler.stats else 0
+        failed = failures(crawler.stats) if crawler.stats else 0
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
         elif failed and self.settings.getbool("XKCDCRAWL_FAIL_ON_ERROR"):

@@ -24,6 +24,11 @@ def counts(stats: StatsCollector) -> dict[str, int]:
     return {name: int(stats.get_value(f"file_status_count/{name}", 0)) for name in OUTCOMES}
 
 
+def failures(stats: StatsCollector) -> int:
+    """What went wrong in a run: failed files and unusable lines of a URL list."""
+    return int(stats.get_value("file_status_count/failed", 0)) + int(stats.get_value("xkcdcrawl/bad_urls", 0))
+
+
 def summary(stats: StatsCollector) -> str:
     """One line a person or a cron mail can read."""
     files = ", ".join(f"{n} {name}" for name, n in counts(stats).items())
@@ -31,6 +36,7 @@ def summary(stats: StatsCollector) -> str:
         "comics missing": stats.get_value("xkcdcrawl/comics_missing", 0),
         "without image": stats.get_value("xkcdcrawl/comics_without_image", 0),
         "skipped as complete": stats.get_value("xkcdcrawl/archive_skipped", 0),
+        "bad URLs in the list": stats.get_value("xkcdcrawl/bad_urls", 0),
     }
     rest = "".join(f", {n} {what}" for what, n in extra.items() if n)
     return f"Files: {files}{rest}"

@@ -1,0 +1,86 @@
+"""Retries that back off, and honour Retry-After for the whole host."""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.utils.asyncio import sleep
+
+from xkcdcrawl.downloader import PoliteDownloader
+
+if TYPE_CHECKING:
+    from scrapy.http import Request, Response
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+
+def retry_after(value: bytes | str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    if text.strip().isdigit():
+        return float(text.strip())
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class BackoffRetryMiddleware(RetryMiddleware):
+    """RetryMiddleware that waits before each retry, page or file.
+
+    Scrapy retries at once, so a struggling server gets the same load again. Here the
+    n-th retry of a request waits XKCDCRAWL_RETRY_BACKOFF * 2**(n-1) seconds (±25%),
+    and a 429 or 503 with Retry-After pauses every request to that host that long.
+    """
+
+    def __init__(self, settings: BaseSettings):
+        super().__init__(settings)
+        self.backoff = settings.getfloat("XKCDCRAWL_RETRY_BACKOFF")
+        self.backoff_max = settings.getfloat("XKCDCRAWL_RETRY_BACKOFF_MAX")
+        self.retry_after_max = settings.getfloat("XKCDCRAWL_RETRY_AFTER_MAX")
+
+    # Scrapy awaits coroutine middleware methods; the base class's are plain functions.
+    async def process_response(  # type: ignore[override]
+        self, request: Request, response: Response, spider: Any = None
+    ) -> Request | Response:
+        wait = retry_after(response.headers.get("Retry-After")) if response.status in (429, 503) else None
+        if wait is not None and wait > self.retry_after_max:
+            logger.warning("%s asks to wait %.0f s (Retry-After), over XKCDCRAWL_RETRY_AFTER_MAX", request, wait)
+            return response
+        retry = super().process_response(request, response)
+        if retry is response:
+            return response
+        if wait is not None:
+            self._pause_host(request, wait)  # the retry waits in the host's queue
+        else:
+            await self._back_off(retry)
+        return retry
+
+    async def process_exception(  # type: ignore[override]
+        self, request: Request, exception: Exception, spider: Any = None
+    ) -> Request | Response | None:
+        result = super().process_exception(request, exception)
+        if result is not None:
+            await self._back_off(result)
+        return result
+
+    async def _back_off(self, retry: Request | Response) -> None:
+        tries = retry.meta.get("retry_times", 1)
+        wait = min(self.backoff * 2 ** (tries - 1), self.backoff_max) * random.uniform(0.75, 1.25)
+        if wait > 0:
+            await sleep(wait)
+
+    def _pause_host(self, request: Request, seconds: float) -> None:
+        downloader = self.crawler.engine.downloader if self.crawler.engine else None
+        if isinstance(downloader, PoliteDownloader):
+            logger.info("Pausing %s for %.1f s (Retry-After)", downloader.get_slot_key(request), seconds)
+            downloader.pause(request, seconds)

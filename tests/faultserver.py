@@ -477,7 +477,25 @@ def _same(handler: _Handler, request: Request) -> None:
     _image(handler, same_png(*_image_size(request)))
 
 
+def _tree(handler: _Handler, request: Request) -> None:
+    """A slow directory tree: pages and files of one host, for politeness tests.
+
+    ``/tree/`` lists files f0..f4.bin and, two levels deep, folders d0/ and d1/;
+    every answer, page or file, takes 0.2 s.
+    """
+    handler.sleep(0.2)
+    if not request.path.endswith("/"):
+        handler.send_file(request)
+        return
+    links = [f"f{i}.bin" for i in range(5)]
+    if request.path.count("/") < 4:
+        links += ["d0/", "d1/"]
+    page = "".join(f'<a href="{link}">{link}</a>\n' for link in ["../", *links])
+    handler.send_complete(f"<html><body><pre>{page}</pre></body></html>".encode(), "text/html")
+
+
 ROUTES: dict[str, Callable[[_Handler, Request], None]] = {
+    "tree": _tree,
     "ok": _ok,
     "slow": _slow,
     "slowbody": _slowbody,

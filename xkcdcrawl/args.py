@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class SpiderArgs(BaseModel):
@@ -106,3 +114,29 @@ class UrlsArgs(SpiderArgs):
             raise ValueError(f"cannot read {self.file}: {error.strerror}") from None
         except UnicodeDecodeError:
             raise ValueError(f"cannot read {self.file}: not UTF-8 text") from None
+
+
+def globs(value: str) -> tuple[str, ...]:
+    """Comma-separated file-name patterns, like wget's -A/-R lists."""
+    patterns = tuple(p.strip() for p in value.split(","))
+    if not all(patterns):
+        raise ValueError(f"{value!r} has an empty pattern")
+    return patterns
+
+
+class ListingArgs(SpiderArgs):
+    url: str  # a directory listing, or a single file
+    depth: NonNegativeInt | None = None  # 0: this page only; None: no limit
+    accept: str | None = None  # *.zip,*.txt: only these file names
+    reject: str | None = None  # *.iso: never these
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        return http_url(value, strip=False)
+
+    @field_validator("accept", "reject")
+    @classmethod
+    def _globs(cls, value: str) -> str:
+        globs(value)
+        return value

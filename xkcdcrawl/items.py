@@ -31,5 +31,6 @@ class FileItem:
     url: str
     folder: str
     name: str | None = None  # the spider's own name for it; None: the name in the URL
+    path: str | None = None  # where it was listed, relative to the start URL
     file_urls: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)

@@ -9,6 +9,7 @@ from itemadapter import ItemAdapter
 from scrapy.http.request import NO_CALLBACK, Request
 from scrapy.pipelines.files import FilesPipeline, FilesStoreProtocol
 from scrapy.pipelines.media import FileException, _MediaRequestFiltered
+from scrapy.utils.defer import ensure_awaitable
 from twisted.python.failure import Failure
 
 from xkcdcrawl.paths import safe_relpath, safe_segment, url_file_name
@@ -65,7 +66,12 @@ class NamedFilesPipeline(FilesPipeline):
         if expected and expected.isdigit() and len(response.body) < int(expected):
             # (decompression only makes bodies longer: shorter is always a cut)
             raise FileException(f"short body: {len(response.body)} of {int(expected)} bytes")
-        return await super().media_downloaded(response, request, info, item=item)
+        # Not super(): it refuses empty files, which a mirror must keep.
+        status = "cached" if "cached" in response.flags else "downloaded"
+        checksum = await ensure_awaitable(self.file_downloaded(response, request, info, item=item))
+        self.inc_stats(status)
+        path = self.file_path(request, response=response, info=info, item=item)
+        return {"url": request.url, "path": path, "checksum": checksum, "status": status}
 
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> Any:
         try:

@@ -25,8 +25,9 @@ def counts(stats: StatsCollector) -> dict[str, int]:
 
 
 def failures(stats: StatsCollector) -> int:
-    """What went wrong in a run: failed files and unusable lines of a URL list."""
-    return int(stats.get_value("file_status_count/failed", 0)) + int(stats.get_value("xkcdcrawl/bad_urls", 0))
+    """What went wrong in a run: failed files, unusable lines of a URL list, unreadable sources."""
+    keys = ("file_status_count/failed", "xkcdcrawl/bad_urls", "xkcdcrawl/errors")
+    return sum(int(stats.get_value(key, 0)) for key in keys)
 
 
 def summary(stats: StatsCollector) -> str:
@@ -37,6 +38,7 @@ def summary(stats: StatsCollector) -> str:
         "without image": stats.get_value("xkcdcrawl/comics_without_image", 0),
         "skipped as complete": stats.get_value("xkcdcrawl/archive_skipped", 0),
         "bad URLs in the list": stats.get_value("xkcdcrawl/bad_urls", 0),
+        "errors": stats.get_value("xkcdcrawl/errors", 0),
     }
     rest = "".join(f", {n} {what}" for what, n in extra.items() if n)
     return f"Files: {files}{rest}"

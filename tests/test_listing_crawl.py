@@ -1,0 +1,167 @@
+"""listing crawls against real nginx, Apache, lighttpd and http.server: exact mirrors."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from faultserver import FaultServer, file_body
+from webservers import apache, lighttpd, make_tree, nginx, python_http_server
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from contextlib import AbstractContextManager
+    from pathlib import Path
+
+    from conftest import Crawl
+
+SERVERS: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
+    "nginx": nginx,
+    "apache": apache,
+    "lighttpd": lighttpd,
+    "http.server": python_http_server,
+}
+QUIET = ["-s", "XKCDCRAWL_PROGRESS_INTERVAL=0"]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    root = tmp_path_factory.mktemp("tree")
+    return root, make_tree(root)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_mirror_equals_the_tree_byte_for_byte(server: str, tree: tuple[Path, dict[str, bytes]], crawl: Crawl) -> None:
+    root, files = tree
+    with SERVERS[server](root) as base:
+        run = crawl("listing", "-a", f"url={base}", *QUIET)
+        again = crawl("listing", "-a", f"url={base}", *QUIET)
+    assert run.returncode == 0, run.stderr
+    assert run.stored() == {f"127.0.0.1/{path}": body for path, body in files.items()}
+    assert {item["path"] for item in run.items()} == set(files)
+    assert again.returncode == 0
+    assert f"Files: 0 downloaded, {len(files)} uptodate" in again.stderr  # nothing fetched twice
+
+
+def test_depth_and_filters(tree: tuple[Path, dict[str, bytes]], crawl: Crawl, tmp_path: Path) -> None:
+    root, files = tree
+    with nginx(root) as base:
+        top = crawl("listing", "-a", f"url={base}", "-a", "depth=0", *QUIET, store=tmp_path / "top")
+        filters = ["-a", "accept=*.txt,*-1MB.bin", "-a", "reject=one.txt"]
+        txt = crawl("listing", "-a", f"url={base}", *filters, *QUIET, store=tmp_path / "txt")
+    assert set(top.stored()) == {f"127.0.0.1/{p}" for p in files if "/" not in p}
+    want = {p for p in files if p.endswith((".txt", "-1MB.bin")) and p.rsplit("/", 1)[-1] != "one.txt"}
+    assert set(txt.stored()) == {f"127.0.0.1/{p}" for p in want}
+    assert want
+    assert len(want) < len(files)
+
+
+def test_sub_folder_start_never_goes_above_it(tree: tuple[Path, dict[str, bytes]], crawl: Crawl) -> None:
+    root, files = tree
+    sub = next(p.split("/")[0] for p in files if "/" in p)
+    with lighttpd(root) as base:
+        run = crawl("listing", "-a", f"url={base}{sub}", *QUIET)  # no trailing slash: HEAD finds a listing
+    assert run.returncode == 0, run.stderr
+    assert set(run.stored()) == {f"127.0.0.1/{p}" for p in files if p.startswith(f"{sub}/")}
+
+
+def test_start_url_that_is_a_file_downloads_it(crawl: Crawl) -> None:
+    with FaultServer() as server:
+        run = crawl("listing", "-a", f"url={server.url_for('/ok/one/report.pdf')}", *QUIET)
+    assert run.returncode == 0, run.stderr
+    assert run.stored() == {"127.0.0.1/ok/one/report.pdf": file_body("one/report.pdf")}
+
+
+def test_pages_and_files_together_respect_the_per_host_limit(crawl: Crawl) -> None:
+    with FaultServer() as server:
+        run = crawl(
+            "listing", "-a", f"url={server.url_for('/tree/')}", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=3", *QUIET
+        )
+    assert run.returncode == 0, run.stderr
+    assert len(run.stored()) == 5 * 7  # /tree/, d0/, d1/ and their d0/, d1/
+    assert server.max_in_flight == 3
+
+
+HOSTILE_LINKS = [
+    "../../etc/passwd",
+    "../secret.txt",
+    "%2e%2e/secret.txt",
+    "%2e%2e%2fsecret.txt",
+    "..%2fsecret.txt",
+    "..%5csecret.txt",
+    "%252e%252e%252fsecret.txt",
+    "/secret.txt",
+    "/pub/../secret.txt",
+    "http://other.invalid/pub/x.txt",
+    "file:///etc/passwd",
+    "javascript:alert(1)",
+    "mailto:a@b.c",
+    "?C=N;O=D",
+    "#top",
+    "ok.txt",
+]
+
+
+class _HostileSite(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        if self.path == "/pub/":
+            body = "".join(f'<a href="{href}">x</a>' for href in HOSTILE_LINKS).encode()
+        elif self.path.startswith("/pub/") and self.path.endswith(".txt"):
+            body = b"fine"
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile() -> Iterator[ThreadingHTTPServer]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _HostileSite)
+    httpd.paths = []  # type: ignore[attr-defined]
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_links_out_of_the_listing_are_never_followed(
+    hostile: ThreadingHTTPServer, crawl: Crawl, tmp_path: Path
+) -> None:
+    run = crawl("listing", "-a", f"url=http://127.0.0.1:{hostile.server_port}/pub/", *QUIET)
+    assert run.returncode == 0, run.stderr
+    assert run.stored() == {"127.0.0.1/pub/ok.txt": b"fine"}
+    assert sorted(hostile.paths) == ["/pub/", "/pub/ok.txt", "/robots.txt"]  # type: ignore[attr-defined]
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and "secret" in p.name] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "url"),
+        (["-a", "url=ftp://h/pub/"], "is not an http(s) URL"),
+        (["-a", "url=http://h/", "-a", "depth=-1"], "depth='-1'"),
+        (["-a", "url=http://h/", "-a", "accept="], "has an empty pattern"),
+        (["-a", "url=http://h/", "-a", "reject=*.iso,,*.img"], "has an empty pattern"),
+    ],
+)
+def test_bad_arguments(crawl: Crawl, args: list[str], message: str) -> None:
+    run = crawl("listing", *args)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert message in run.stderr
+
+
+def test_unreachable_start_url_is_an_error(crawl: Crawl) -> None:
+    with FaultServer() as server:
+        run = crawl("listing", "-a", f"url={server.url_for('/nothing/')}", *QUIET)
+    assert run.returncode == 1
+    assert "Cannot read" in run.stderr

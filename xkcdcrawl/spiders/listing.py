@@ -1,0 +1,90 @@
+"""Every file of a web-server directory listing, recursively, never above the start URL."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import scrapy
+from scrapy.http import TextResponse
+
+from xkcdcrawl.args import ListingArgs, globs
+from xkcdcrawl.items import FileItem
+from xkcdcrawl.listing_parse import relative_path, split_listing
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from scrapy.http import Response
+    from twisted.python.failure import Failure
+
+
+def listed_file(url: str, root: str | None) -> FileItem:
+    """A listed file, stored as <host>/<its path on the server>."""
+    parts = urlsplit(url)
+    folder, _, name = unquote(parts.path, errors="surrogateescape").rpartition("/")
+    path = relative_path(url, root) if root else name
+    return FileItem(url=url, folder=f"{parts.hostname}/{folder}", name=name, path=path, file_urls=[url])
+
+
+def wanted(name: str, accept: tuple[str, ...], reject: tuple[str, ...]) -> bool:
+    """wget's -A/-R on a file name."""
+    if accept and not any(fnmatchcase(name, p) for p in accept):
+        return False
+    return not any(fnmatchcase(name, p) for p in reject)
+
+
+class ListingSpider(scrapy.Spider):
+    """A directory listing and its sub-folders: scrapy crawl listing -a url=https://host/pub/"""
+
+    name = "listing"
+    args_model = ListingArgs
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self.args = ListingArgs.from_kwargs(kwargs)
+        self.allowed_domains = [urlsplit(self.args.url).hostname or ""]
+        self.accept = globs(self.args.accept) if self.args.accept else ()
+        self.reject = globs(self.args.reject) if self.args.reject else ()
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        url = self.args.url
+        if url.endswith("/"):
+            yield scrapy.Request(
+                url, self.parse_listing, errback=self.start_failed, cb_kwargs={"root": url, "depth": 0}
+            )
+        else:  # a listing without its slash, or one file: ask the server which
+            yield scrapy.Request(url, self.parse_start, method="HEAD", errback=self.start_failed)
+
+    def start_failed(self, failure: Failure) -> None:
+        self.crawler.stats.inc_value("xkcdcrawl/errors")
+        self.logger.error("Cannot read %s: %s", self.args.url, failure.value)
+
+    def parse_start(self, response: Response) -> Iterator[scrapy.Request | FileItem]:
+        if b"text/html" in (response.headers.get("Content-Type") or b""):
+            root = response.url if response.url.endswith("/") else response.url + "/"
+            yield scrapy.Request(root, callback=self.parse_listing, cb_kwargs={"root": root, "depth": 0})
+        else:
+            yield listed_file(response.url, None)
+
+    def parse_listing(self, response: Response, root: str, depth: int) -> Iterator[scrapy.Request | FileItem]:
+        if not isinstance(response, TextResponse):
+            self.logger.warning(
+                "%s is not a listing page (%s), skipped", response.url, response.headers.get("Content-Type")
+            )
+            return
+        dirs, files = split_listing(response, root)
+        if not dirs and not files:
+            self.crawler.stats.inc_value("xkcdcrawl/empty_listings")
+            self.logger.info("Empty listing: %s", response.url)
+        for url in files:
+            item = listed_file(url, root)
+            if wanted(item.name or "", self.accept, self.reject):
+                yield item
+            else:
+                self.crawler.stats.inc_value("xkcdcrawl/files_not_wanted")
+        if self.args.depth is None or depth < self.args.depth:
+            yield from response.follow_all(
+                dirs, callback=self.parse_listing, cb_kwargs={"root": root, "depth": depth + 1}
+            )

@@ -68,7 +68,7 @@ class NamedFilesPipeline(FilesPipeline):
             raise FileException(f"short body: {len(response.body)} of {int(expected)} bytes")
         # Not super(): it refuses empty files, which a mirror must keep.
         status = "cached" if "cached" in response.flags else "downloaded"
-        checksum = await ensure_awaitable(self.file_downloaded(response, request, info, item=item))
+        checksum: str = await ensure_awaitable(self.file_downloaded(response, request, info, item=item))
         self.inc_stats(status)
         path = self.file_path(request, response=response, info=info, item=item)
         return {"url": request.url, "path": path, "checksum": checksum, "status": status}

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xkcdcrawl.items import FileItem
-from xkcdcrawl.paths import MAX_NAME_BYTES, safe_relpath, safe_segment, url_file_name
+from xkcdcrawl.paths import MAX_NAME_BYTES, disposition_name, safe_relpath, safe_segment, url_file_name
 from xkcdcrawl.pipelines import store_path
 from xkcdcrawl.stores import AtomicFSFilesStore, OutsideStoreError
 
@@ -94,3 +94,18 @@ def test_store_refuses_paths_outside(tmp_path: Path) -> None:
     for bad in ["../x", "a/../../x", "link/x", ""]:
         with pytest.raises(OutsideStoreError):
             store.resolve(bad)
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        (b'attachment; filename="report.pdf"', "report.pdf"),
+        (b"attachment; filename=\"b_r.txt\"; filename*=UTF-8''b%C3%A4r.txt", "bär.txt"),
+        (b'attachment; filename="../../etc/passwd"', "passwd"),
+        (b'attachment; filename="..\\\\evil.exe"', "evil.exe"),
+        (b"inline", None),
+        (None, None),
+    ],
+)
+def test_disposition_name(header: bytes | None, name: str | None) -> None:
+    assert disposition_name(header) == name

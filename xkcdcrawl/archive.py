@@ -1,4 +1,4 @@
-"""A download archive: the items whose files are all stored, so a re-run skips them."""
+"""Bookkeeping in FILES_STORE/.xkcdcrawl/: what is complete, and names chosen from responses."""
 
 from __future__ import annotations
 
@@ -28,8 +28,52 @@ def local_store(crawler: Crawler) -> Path | None:
     return Path(uri.removeprefix("file://")) if uri else None
 
 
+class Ledger:
+    """A dict kept as JSON lines, appended to as it grows; in memory only without a path."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.data: dict[str, Any] = self._load(path) if path else {}
+        self._out = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._out = path.open("a", encoding="utf-8")
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def record(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        if self._out is not None:
+            self._out.write(json.dumps({"key": key, "value": value}) + "\n")
+            self._out.flush()  # a killed run keeps what it recorded
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+
+    @staticmethod
+    def _load(path: Path) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if not path.exists():
+            return data
+        for line in path.read_text(encoding="utf-8").split("\n"):
+            try:
+                record = json.loads(line)
+                data[record["key"]] = record["value"]
+            except (ValueError, KeyError, TypeError):
+                continue  # blank, or a line cut short by a killed run
+        return data
+
+
+def ledger(crawler: Crawler, name: str) -> Ledger:
+    """The ledger FILES_STORE/.xkcdcrawl/<name>.jsonl (in memory for remote stores)."""
+    root = local_store(crawler)
+    return Ledger(root / ".xkcdcrawl" / f"{name}.jsonl" if root else None)
+
+
 class DownloadArchive:
-    """gallery-dl's --download-archive for Scrapy: one JSON line per complete item.
+    """gallery-dl's --download-archive for Scrapy: the items whose files are all stored.
 
     scrapy-deltafetch records an item as soon as the spider yields it, before the
     pipeline has stored its files, so a failed download would never be tried again.
@@ -37,11 +81,8 @@ class DownloadArchive:
     every file is stored; a key counts as done only while its files are still there.
     """
 
-    def __init__(self, path: Path, root: Path, key: Callable[[Any], str | None]) -> None:
-        self.path, self.root, self.key = path, root, key
-        self.done = self._load(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._out = path.open("a", encoding="utf-8")
+    def __init__(self, ledger: Ledger, root: Path, key: Callable[[Any], str | None]) -> None:
+        self.ledger, self.root, self.key = ledger, root, key
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, key: Callable[[Any], str | None]) -> Self | None:
@@ -49,38 +90,21 @@ class DownloadArchive:
         if not crawler.settings.getbool("XKCDCRAWL_ARCHIVE") or root is None:
             return None
         assert crawler.spidercls is not None
-        path = root / ".xkcdcrawl" / f"archive-{crawler.spidercls.name}.jsonl"
-        archive = cls(path, root, key)
+        archive = cls(ledger(crawler, f"archive-{crawler.spidercls.name}"), root, key)
         crawler.signals.connect(archive.item_scraped, signal=signals.item_scraped)
-        crawler.signals.connect(archive.close, signal=signals.spider_closed)
+        crawler.signals.connect(archive.ledger.close, signal=signals.spider_closed)
         return archive
 
+    @property
+    def path(self) -> Path | None:
+        return self.ledger.path
+
     def __contains__(self, key: str) -> bool:
-        paths = self.done.get(key)
+        paths = self.ledger.get(key)
         return paths is not None and all((self.root / p).is_file() for p in paths)
 
     def item_scraped(self, item: Any) -> None:
         files = ItemAdapter(item).get("files") or []
         key = self.key(item)
-        if key is None or any(f.get("status") not in COMPLETE for f in files):
-            return
-        paths = [f["path"] for f in files]
-        self.done[key] = paths
-        self._out.write(json.dumps({"key": key, "paths": paths}) + "\n")
-        self._out.flush()
-
-    def close(self) -> None:
-        self._out.close()
-
-    @staticmethod
-    def _load(path: Path) -> dict[str, list[str]]:
-        done: dict[str, list[str]] = {}
-        if not path.exists():
-            return done
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-                done[record["key"]] = record["paths"]
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a killed run
-        return done
+        if key is not None and all(f.get("status") in COMPLETE for f in files):
+            self.ledger.record(key, [f["path"] for f in files])

@@ -140,3 +140,12 @@ class ListingArgs(SpiderArgs):
     def _globs(cls, value: str) -> str:
         globs(value)
         return value
+
+
+class AlbumArgs(SpiderArgs):
+    url: str  # a gallery page, or an Imgur album (https://imgur.com/a/ID)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        return http_url(value, strip=False)

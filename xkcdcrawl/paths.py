@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import posixpath
 import re
 import unicodedata
+from email.message import Message
+from email.utils import collapse_rfc2231_value
 from urllib.parse import unquote, urlsplit
 
 MAX_NAME_BYTES = 255  # NAME_MAX on ext4, xfs, btrfs, tmpfs
@@ -52,3 +55,35 @@ def safe_relpath(*parts: str) -> str:
     """Join folder/file names into a relative POSIX path that stays below its root."""
     segments = [safe_segment(s) for part in parts for s in re.split(r"[/\\]", part) if s]
     return "/".join(segments) or "_"
+
+
+def has_extension(name: str) -> bool:
+    stem, ext = posixpath.splitext(name)
+    return bool(stem and ext and len(ext) <= 10)
+
+
+def disposition_name(header: bytes | None) -> str | None:
+    """The file name a Content-Disposition header gives (RFC 5987 filename* first), or None."""
+    if not header:
+        return None
+    message = Message()
+    message["Content-Disposition"] = header.decode("latin-1")
+    names = [value for key, value in message.get_params([], header="content-disposition") if key == "filename"]
+    encoded = [collapse_rfc2231_value(v) for v in names if isinstance(v, tuple)]
+    name = (encoded or [str(v) for v in names] or [""])[0]
+    return posixpath.basename(name.replace("\\", "/")) or None
+
+
+def type_extension(content_type: bytes | None) -> str:
+    """The usual extension for a Content-Type ('.jpg' for image/jpeg), or ''."""
+    mime = (content_type or b"").decode("latin-1").split(";")[0].strip().lower()
+    return (mimetypes.guess_extension(mime, strict=False) or "") if mime else ""
+
+
+def distinct_name(name: str, url: str, taken: set[str]) -> str:
+    """name, or name-<hash of url> when another URL of the same folder took it."""
+    if name in taken:
+        stem, ext = posixpath.splitext(name)
+        name = f"{stem}-{hashlib.sha1(url.encode()).hexdigest()[:8]}{ext}"
+    taken.add(name)
+    return name

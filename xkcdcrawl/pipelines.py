@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import posixpath
 from typing import TYPE_CHECKING, Any, ClassVar, cast
+from urllib.parse import urlsplit
 
 from itemadapter import ItemAdapter
 from scrapy.http.request import NO_CALLBACK, Request
@@ -12,7 +15,8 @@ from scrapy.pipelines.media import FileException, _MediaRequestFiltered
 from scrapy.utils.defer import ensure_awaitable
 from twisted.python.failure import Failure
 
-from xkcdcrawl.paths import safe_relpath, safe_segment, url_file_name
+from xkcdcrawl.archive import ledger
+from xkcdcrawl.paths import disposition_name, has_extension, safe_relpath, safe_segment, type_extension, url_file_name
 from xkcdcrawl.stores import AtomicFSFilesStore
 
 if TYPE_CHECKING:
@@ -27,6 +31,24 @@ def store_path(url: str, item: Any) -> str:
     adapter = ItemAdapter(item)
     name = adapter.get("name") or url_file_name(url)
     return safe_relpath(adapter.get("folder") or "unsorted", safe_segment(name))
+
+
+def needs_response_name(url: str, path: str, named: bool) -> bool:
+    """A URL whose name has no extension, or whose query makes it one of many."""
+    return not has_extension(path.rpartition("/")[2]) or (not named and bool(urlsplit(url).query))
+
+
+def response_path(path: str, url: str, response: Response, named: bool) -> str:
+    """The store path completed by the response: Content-Disposition, query, Content-Type."""
+    folder, _, name = path.rpartition("/")
+    if not named and (given := disposition_name(response.headers.get("Content-Disposition"))):
+        name = safe_segment(given)
+    elif not named and (query := urlsplit(url).query):
+        stem, ext = posixpath.splitext(name)
+        name = f"{stem}-{hashlib.sha1(query.encode()).hexdigest()[:8]}{ext}"  # one file per query
+    if not has_extension(name):
+        name += type_extension(response.headers.get("Content-Type"))
+    return f"{folder}/{name}"
 
 
 class NamedFilesPipeline(FilesPipeline):
@@ -46,11 +68,33 @@ class NamedFilesPipeline(FilesPipeline):
         *,
         item: Any = None,
     ) -> str:
-        return store_path(request.url, item)
+        path = store_path(request.url, item)
+        named = ItemAdapter(item).get("name") is not None
+        if not needs_response_name(request.url, path, named):
+            return path
+        # Scrapy asks for the path before downloading, to skip stored files: the name
+        # the response gave last time is in the name book, and stays the name.
+        key = f"{request.url}#draw={request.meta.get('draw')}"
+        if (known := self.names.get(key)) is not None:
+            return str(known)
+        if response is None:
+            return path  # not downloaded yet: no file will be found there
+        chosen = response_path(path, request.url, response, named)
+        self.names.record(key, chosen)
+        return chosen
+
+    def open_spider(self, spider: Any = None) -> None:
+        super().open_spider()
+        self.names = ledger(self.crawler, "names")
+
+    def close_spider(self, spider: Any = None) -> None:
+        self.names.close()
 
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
-        urls = ItemAdapter(item).get(self.files_urls_field) or []
-        return [Request(url, callback=NO_CALLBACK) for url in urls]
+        adapter = ItemAdapter(item)
+        urls = adapter.get(self.files_urls_field) or []
+        draw = adapter.get("draw")  # repeats of one URL: xkcdcrawl.fingerprint keeps them apart
+        return [Request(url, callback=NO_CALLBACK, meta={"draw": draw} if draw else {}) for url in urls]
 
     async def media_downloaded(
         self,

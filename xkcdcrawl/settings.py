@@ -27,6 +27,7 @@ ITEM_PIPELINES = {"xkcdcrawl.pipelines.NamedFilesPipeline": 300}
 FILES_STORE = "downloads"
 FILES_EXPIRES = 365 * 100  # days: a stored file is never fetched again because of its age
 MEDIA_ALLOW_REDIRECTS = True
+REQUEST_FINGERPRINTER_CLASS = "xkcdcrawl.fingerprint.DrawFingerprinter"  # repeats stay apart
 
 # Our own knobs.
 XKCDCRAWL_ARCHIVE = True  # record complete items in FILES_STORE/.xkcdcrawl/ so re-runs skip them
@@ -34,6 +35,8 @@ XKCDCRAWL_FAIL_ON_ERROR = True  # exit status 1 when any file failed
 XKCDCRAWL_PROGRESS_INTERVAL = 5.0  # seconds between progress reports; 0 turns them off
 XKCDCRAWL_RETRY_BACKOFF = 1.0  # seconds before the first retry; doubles with each retry
 XKCDCRAWL_RETRY_BACKOFF_MAX = 60.0  # the longest wait between two tries
+IMGUR_CLIENT_ID = ""  # album spider: Imgur API client id, for Imgur albums
+XKCDCRAWL_IMGUR_API_URL = "https://api.imgur.com"  # tests point it at 127.0.0.1
 XKCDCRAWL_RETRY_AFTER_MAX = 600.0  # a longer Retry-After gives up instead of waiting
 
 EXTENSIONS = {"xkcdcrawl.extensions.progress.Progress": 500}

@@ -31,10 +31,13 @@ class Command(ScrapyCrawl):
         if model is None:
             return
         try:
-            model.from_kwargs(opts.spargs)
-        except ValidationError as error:
+            spider_args = model.from_kwargs(opts.spargs)
+            if check := getattr(spidercls, "check_settings", None):
+                check(spider_args, self.settings)
+        except (ValidationError, ValueError) as error:
             # One line and exit 2, like a usage error, without argparse's usage block.
-            sys.stderr.write(f"scrapy crawl {args[0]}: error: {describe(error)}\n")
+            problem = describe(error) if isinstance(error, ValidationError) else str(error)
+            sys.stderr.write(f"scrapy crawl {args[0]}: error: {problem}\n")
             raise SystemExit(2) from None
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:

@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import posixpath
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
 import scrapy
+from itemadapter import ItemAdapter
+from scrapy import signals
 
 from xkcdcrawl.args import UrlsArgs
 from xkcdcrawl.items import FileItem
+from xkcdcrawl.paths import distinct_name, url_file_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
+
+    from scrapy.crawler import Crawler
 
 
-def file_item(url: str) -> FileItem:
-    """The item for one URL: stored as <host>/<file name>."""
-    return FileItem(url=url, folder=urlsplit(url).hostname or "unknown-host", file_urls=[url])
+def file_items(url: str, repeat: int = 1) -> Iterator[FileItem]:
+    """The items for one URL: <host>/<file name>, numbered <stem>-01<ext>... for repeats."""
+    folder = urlsplit(url).hostname or "unknown-host"
+    if repeat == 1:
+        yield FileItem(url=url, folder=folder, file_urls=[url])
+        return
+    stem, ext = posixpath.splitext(url_file_name(url))
+    width = len(str(repeat))
+    for draw in range(1, repeat + 1):
+        yield FileItem(url=url, folder=folder, name=f"{stem}-{draw:0{width}d}{ext}", draw=draw, file_urls=[url])
 
 
 class UrlsSpider(scrapy.Spider):
-    """A list of file URLs: scrapy crawl urls -a file=urls.txt (or -a urls=URL1,URL2)"""
+    """A list of file URLs: scrapy crawl urls -a file=urls.txt (or -a urls=URL1,URL2 -a repeat=10)"""
 
     name = "urls"
     args_model = UrlsArgs
@@ -28,11 +42,36 @@ class UrlsSpider(scrapy.Spider):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
         self.args = UrlsArgs.from_kwargs(kwargs)
+        self.draws: dict[tuple[str, str], str] = {}  # (URL, checksum) -> first path with it
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        if spider.args.repeat > 1:
+            crawler.signals.connect(spider.report_identical, signal=signals.item_scraped)
+        return spider
 
     async def start(self) -> AsyncIterator[FileItem]:
         good, bad = self.args.entries()
         for number, problem in bad:
             self.logger.error("%s line %d: %s, skipped", self.args.source(), number, problem)
         self.crawler.stats.set_value("xkcdcrawl/bad_urls", len(bad))
+        taken: defaultdict[str, set[str]] = defaultdict(set)  # names per folder
         for _, url in good:
-            yield file_item(url)
+            for item in file_items(url, self.args.repeat):
+                name = item.name or url_file_name(url)
+                # (a URL with a query is named by its response: Content-Disposition, or the query)
+                if not urlsplit(url).query and (unique := distinct_name(name, url, taken[item.folder])) != name:
+                    item.name = unique  # another URL of this host has the same file name
+                yield item
+
+    def report_identical(self, item: Any) -> None:
+        """An endpoint meant to be random that served the same file twice."""
+        adapter = ItemAdapter(item)
+        for file in adapter.get("files") or []:
+            if not file.get("checksum"):
+                continue
+            first = self.draws.setdefault((adapter["url"], file["checksum"]), file["path"])
+            if first != file["path"]:
+                self.crawler.stats.inc_value("xkcdcrawl/identical_draws")
+                self.logger.warning("%s is identical to %s (same content from %s)", file["path"], first, adapter["url"])

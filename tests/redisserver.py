@@ -1,0 +1,101 @@
+"""A throwaway redis-server on 127.0.0.1 for tests: no persistence, stopped by its PID."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from webservers import find_binary
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+
+
+def redis_server_binary() -> str | None:
+    """Path of redis-server (Debian: apt-get install redis-server), or None."""
+    return find_binary("redis-server")
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """Run redis-server on a free 127.0.0.1 port until the block ends; yields redis://127.0.0.1:PORT.
+
+    Nothing is saved (no RDB, no AOF) and its working folder is a fresh temporary one.
+    """
+    binary = redis_server_binary()
+    if binary is None:
+        raise FileNotFoundError("redis-server not found: apt-get install -y redis-server")
+    work = Path(tempfile.mkdtemp(prefix="xkcdcrawl-redis-"))
+    try:
+        port = _free_port()
+        argv = [
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(work),
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--logfile", str(work / "redis.log"),
+        ]  # fmt: skip
+        proc = subprocess.Popen(argv, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            _wait_for_ping(proc, port, work)
+            yield f"redis://127.0.0.1:{port}"
+        finally:
+            _stop(proc)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def ping(port: int, timeout: float = 0.5) -> bool:
+    """True when a Redis server answers PING on 127.0.0.1:port (RESP by hand: no client needed)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _wait_for_ping(proc: subprocess.Popen[bytes], port: int, work: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}:\n{_log(work)}")
+        if ping(port):
+            return
+        time.sleep(0.05)
+    _stop(proc)
+    raise RuntimeError(f"redis-server did not answer PING on port {port}:\n{_log(work)}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()  # SIGTERM to its PID: with --save '' it exits at once
+    try:
+        proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _log(work: Path) -> str:
+    log = work / "redis.log"
+    return log.read_text(errors="replace") if log.exists() else "(no log)"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

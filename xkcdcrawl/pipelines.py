@@ -94,6 +94,7 @@ class NamedFilesPipeline(FilesPipeline):
         adapter = ItemAdapter(item)
         urls = adapter.get(self.files_urls_field) or []
         draw = adapter.get("draw")  # repeats of one URL: xkcdcrawl.fingerprint keeps them apart
+        self.crawler.stats.inc_value("xkcdcrawl/expected_files", len(urls))  # the progress bar's total
         return [Request(url, callback=NO_CALLBACK, meta={"draw": draw} if draw else {}) for url in urls]
 
     async def media_downloaded(

@@ -80,7 +80,8 @@ class Progress:
         assert self.crawler.stats is not None
         done = counts(self.crawler.stats)
         if self.bar is not None:
-            self.bar.update(self.task, completed=sum(done.values()), description=_line(done))
+            total = self.crawler.stats.get_value("xkcdcrawl/expected_files")
+            self.bar.update(self.task, total=total, completed=sum(done.values()), description=_line(done))
         else:
             logger.info("Progress: %s", _line(done))
 

@@ -103,6 +103,8 @@ def scrapyd(tmp: Path, *, username: str | None = None, password: str | None = No
     Its eggs, logs (tmp/logs/PROJECT/SPIDER/JOB.log), items, dbs and own output (tmp/scrapyd.out)
     stay in tmp.
     """
+    if cfg := next((d / "scrapy.cfg" for d in (tmp, *tmp.parents) if (d / "scrapy.cfg").exists()), None):
+        raise RuntimeError(f"scrapyd in {tmp} would read {cfg}: give it a folder outside any Scrapy project")
     tmp.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, START_ATTEMPTS + 1):
         port = free_port()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -160,8 +161,15 @@ def test_bad_arguments(crawl: Crawl, args: list[str], message: str) -> None:
     assert message in run.stderr
 
 
-def test_unreachable_start_url_is_an_error(crawl: Crawl) -> None:
+def test_missing_or_unreachable_start_url_is_an_error(crawl: Crawl) -> None:
     with FaultServer() as server:
-        run = crawl("listing", "-a", f"url={server.url_for('/nothing/')}", *QUIET)
-    assert run.returncode == 1
-    assert "Cannot read" in run.stderr
+        missing = crawl("listing", "-a", f"url={server.url_for('/nothing/')}", *QUIET)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    unreachable = crawl("listing", "-a", f"url=http://127.0.0.1:{port}/pub/", "-s", "XKCDCRAWL_RETRY_BACKOFF=0", *QUIET)
+    assert missing.returncode == unreachable.returncode == 1
+    assert f"Cannot read {server.url_for('/nothing/')}: HTTP 404" in missing.stderr
+    assert f"Cannot read http://127.0.0.1:{port}/pub/: " in unreachable.stderr
+    assert "Traceback" not in missing.stderr + unreachable.stderr

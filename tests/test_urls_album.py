@@ -76,6 +76,16 @@ def test_name_from_content_disposition_or_query(server: FaultServer, crawl: Craw
     assert "Files: 0 downloaded, 2 uptodate" in again.stderr
 
 
+def test_same_name_with_different_queries_is_kept_apart(server: FaultServer, crawl: Crawl) -> None:
+    urls = [server.url_for("/ok/download.php?id=1"), server.url_for("/ok/download.php?id=2&size=10")]
+    run = crawl("urls", "-a", "urls=" + ",".join(urls), *QUIET)
+    assert run.returncode == 0, run.stderr
+    stored = run.stored()
+    assert len(stored) == 2
+    assert {file_body("download.php"), file_body("download.php", 10)} == set(stored.values())
+    assert "127.0.0.1/download.php" in stored  # the first keeps the URL's name, as curl -O would
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -88,6 +88,16 @@ def test_without_end_crawls_up_to_the_newest_comic(xkcd: Site, crawl: Crawl) -> 
     assert "Newest comic is 3" in run.stderr
 
 
+def test_broken_api_answers_are_errors_not_tracebacks(xkcd: Site, crawl: Crawl) -> None:
+    xkcd.faults = {"/5/info.0.json": (200, b"<html>maintenance</html>"), "/6/info.0.json": (500, b"")}
+    run = crawl(*xkcd_args(xkcd, "-a", "start=4", "-a", "end=7", "-s", "XKCDCRAWL_RETRY_BACKOFF=0"))
+    assert run.returncode == 1  # comics are missing: cron should notice
+    assert sorted(item["num"] for item in run.items()) == [4, 7]
+    assert f"Comic 5: unreadable answer from {xkcd.origin}/5/info.0.json: JSONDecodeError" in run.stderr
+    assert f"Cannot read {xkcd.origin}/6/info.0.json: HTTP 500" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -55,6 +55,7 @@ class Site:
     origin: str = ""
     images: str = ""
     hits: list[str] = field(default_factory=list)  # every path requested, both hosts
+    faults: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # path -> (status, body) instead
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def page(self, num: int) -> str | None:
@@ -111,6 +112,9 @@ NOT_FOUND = (404, "text/html", b"<h1>404 Not Found</h1>")
 
 
 def route(site: Site, role: str, path: str) -> tuple[int, str, bytes]:
+    if role == "site" and path in site.faults:
+        status, body = site.faults[path]
+        return status, "text/html", body
     if role == "images":
         if re.fullmatch(r"/comics/.+\.\w+", path):
             return 200, "image/png", image_bytes(path)

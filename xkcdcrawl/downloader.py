@@ -1,10 +1,14 @@
-"""Scrapy's downloader with a per-host concurrency limit that holds."""
+"""Scrapy's downloader with a per-host concurrency limit that holds, and Retry-After pauses."""
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from time import monotonic
 from typing import TYPE_CHECKING
 
+from scrapy import signals
 from scrapy.core.downloader import Downloader
 from scrapy.utils.asyncio import call_later
 from scrapy.utils.defer import _schedule_coro
@@ -13,6 +17,23 @@ if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.core.downloader import Slot
     from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+logger = logging.getLogger(__name__)
+
+
+def retry_after(value: bytes | str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    if text.strip().isdigit():
+        return float(text.strip())
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class PoliteDownloader(Downloader):
@@ -26,6 +47,17 @@ class PoliteDownloader(Downloader):
     def __init__(self, crawler: Crawler):
         super().__init__(crawler)
         self._paused: dict[Slot, float] = {}  # slot -> monotonic time its host may be asked again
+        self._retry_after_max = crawler.settings.getfloat("XKCDCRAWL_RETRY_AFTER_MAX")
+        # Sent before the slot takes its next request: a pause set here stops that request too.
+        crawler.signals.connect(self._honour_retry_after, signal=signals.response_downloaded)
+
+    def _honour_retry_after(self, response: Response, request: Request) -> None:
+        if response.status not in (429, 503):
+            return
+        wait = retry_after(response.headers.get("Retry-After"))
+        if wait is not None and wait <= self._retry_after_max:
+            logger.info("Pausing %s for %.1f s (Retry-After)", self.get_slot_key(request), wait)
+            self.pause(request, wait)
 
     def pause(self, request: Request, seconds: float) -> None:
         """Send nothing more to the request's host for that long (a Retry-After)."""

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.utils.asyncio import sleep
 
-from xkcdcrawl.downloader import PoliteDownloader
+from xkcdcrawl.downloader import retry_after
 
 if TYPE_CHECKING:
     from scrapy.http import Request, Response
@@ -20,26 +18,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def retry_after(value: bytes | str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
-    if not value:
-        return None
-    text = value.decode("latin-1") if isinstance(value, bytes) else value
-    if text.strip().isdigit():
-        return float(text.strip())
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
 class BackoffRetryMiddleware(RetryMiddleware):
     """RetryMiddleware that waits before each retry, page or file.
 
     Scrapy retries at once, so a struggling server gets the same load again. Here the
-    n-th retry of a request waits XKCDCRAWL_RETRY_BACKOFF * 2**(n-1) seconds (±25%),
-    and a 429 or 503 with Retry-After pauses every request to that host that long.
+    n-th retry of a request waits XKCDCRAWL_RETRY_BACKOFF * 2**(n-1) seconds (±25%).
+    A 429 or 503 with Retry-After has already paused its host (PoliteDownloader): its
+    retry waits in the host's queue, unless the wait is over XKCDCRAWL_RETRY_AFTER_MAX.
     """
 
     def __init__(self, settings: BaseSettings):
@@ -57,11 +42,7 @@ class BackoffRetryMiddleware(RetryMiddleware):
             logger.warning("%s asks to wait %.0f s (Retry-After), over XKCDCRAWL_RETRY_AFTER_MAX", request, wait)
             return response
         retry = super().process_response(request, response)
-        if retry is response:
-            return response
-        if wait is not None:
-            self._pause_host(request, wait)  # the retry waits in the host's queue
-        else:
+        if retry is not response and wait is None:
             await self._back_off(retry)
         return retry
 
@@ -78,9 +59,3 @@ class BackoffRetryMiddleware(RetryMiddleware):
         wait = min(self.backoff * 2 ** (tries - 1), self.backoff_max) * random.uniform(0.75, 1.25)
         if wait > 0:
             await sleep(wait)
-
-    def _pause_host(self, request: Request, seconds: float) -> None:
-        downloader = self.crawler.engine.downloader if self.crawler.engine else None
-        if isinstance(downloader, PoliteDownloader):
-            logger.info("Pausing %s for %.1f s (Retry-After)", downloader.get_slot_key(request), seconds)
-            downloader.pause(request, seconds)

@@ -5,17 +5,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
+from io import BytesIO
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 from itemadapter import ItemAdapter
+from scrapy.exceptions import IgnoreRequest
 from scrapy.http.request import NO_CALLBACK, Request
 from scrapy.pipelines.files import FilesPipeline, FilesStoreProtocol
 from scrapy.pipelines.media import FileException, _MediaRequestFiltered
-from scrapy.utils.defer import ensure_awaitable
+from scrapy.utils.defer import ensure_awaitable, maybe_deferred_to_future
 from twisted.python.failure import Failure
 
 from xkcdcrawl.archive import ledger
+from xkcdcrawl.errors import reason
 from xkcdcrawl.paths import disposition_name, has_extension, safe_relpath, safe_segment, type_extension, url_file_name
 from xkcdcrawl.stores import AtomicFSFilesStore
 
@@ -34,20 +37,17 @@ def store_path(url: str, item: Any) -> str:
 
 
 def needs_response_name(url: str, path: str, named: bool) -> bool:
-    """A URL whose name has no extension, or whose query makes it one of many."""
+    """A URL whose name has no extension, or whose query may name another file each time."""
     return not has_extension(path.rpartition("/")[2]) or (not named and bool(urlsplit(url).query))
 
 
-def response_path(path: str, url: str, response: Response, named: bool) -> str:
-    """The store path completed by the response: Content-Disposition, query, Content-Type."""
+def response_path(path: str, response: Response, named: bool) -> str:
+    """The store path completed by the response: Content-Disposition, then Content-Type."""
     folder, _, name = path.rpartition("/")
     if not named and (given := disposition_name(response.headers.get("Content-Disposition"))):
         name = safe_segment(given)
-    elif not named and (query := urlsplit(url).query):
-        stem, ext = posixpath.splitext(name)
-        name = f"{stem}-{hashlib.sha1(query.encode()).hexdigest()[:8]}{ext}"  # one file per query
     if not has_extension(name):
-        name += type_extension(response.headers.get("Content-Type"))
+        name = safe_segment(name + type_extension(response.headers.get("Content-Type")))  # CON + .bin
     return f"{folder}/{name}"
 
 
@@ -79,13 +79,18 @@ class NamedFilesPipeline(FilesPipeline):
             return str(known)
         if response is None:
             return path  # not downloaded yet: no file will be found there
-        chosen = response_path(path, request.url, response, named)
+        chosen = response_path(path, response, named)
+        if chosen in self.taken:  # download.php?id=1, download.php?id=2, ...
+            stem, ext = posixpath.splitext(chosen)
+            chosen = f"{stem}-{hashlib.sha1(request.url.encode()).hexdigest()[:8]}{ext}"
         self.names.record(key, chosen)
+        self.taken.add(chosen)
         return chosen
 
     def open_spider(self, spider: Any = None) -> None:
         super().open_spider()
         self.names = ledger(self.crawler, "names")
+        self.taken = set(self.names.data.values())  # paths already given to a response
 
     def close_spider(self, spider: Any = None) -> None:
         self.names.close()
@@ -118,13 +123,20 @@ class NamedFilesPipeline(FilesPipeline):
         path = self.file_path(request, response=response, info=info, item=item)
         return {"url": request.url, "path": path, "checksum": checksum, "status": status}
 
+    async def file_downloaded(
+        self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
+    ) -> str:
+        if not isinstance(self.store, AtomicFSFilesStore):  # s3://, gs://, ftp://: Scrapy's way
+            return await ensure_awaitable(super().file_downloaded(response, request, info, item=item))
+        path = self.file_path(request, response=response, info=info, item=item)
+        # Scrapy would hash the body in the reactor thread, then the store again: once, in a thread.
+        return await maybe_deferred_to_future(self.store.persist_file(path, BytesIO(response.body), info))
+
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> Any:
-        try:
-            super().media_failed(failure, request, info)
-        except _MediaRequestFiltered:
-            raise
-        except FileException as exc:  # Scrapy's carries no reason for download errors
-            raise FileException(str(exc) or _reason(failure.value)) from exc
+        # Not super(): its warning says "unknown-error"; _outcome() logs the real reason once.
+        if isinstance(failure.value, IgnoreRequest):
+            raise _MediaRequestFiltered(str(failure.value)) from failure.value
+        raise FileException(reason(failure.value)) from failure.value
 
     async def _check_media_to_download(self, request: Request, info: MediaPipeline.SpiderInfo, item: Any) -> FileInfo:
         # A failed file is a result, not an exception: Scrapy would log a traceback for
@@ -143,7 +155,7 @@ class NamedFilesPipeline(FilesPipeline):
         files: list[FileInfo] = []
         for url, (_, result) in zip(urls, results, strict=True):
             if isinstance(result, Failure):  # an error outside the download itself
-                files.append(self._outcome(url, item, "failed", _reason(result.value), info))
+                files.append(self._outcome(url, item, "failed", reason(result.value), info))
             else:
                 files.append(result)
         adapter[self.files_result_field] = files
@@ -155,12 +167,3 @@ class NamedFilesPipeline(FilesPipeline):
         log("File %s: %s (%s)", status, url, reason, extra={"spider": info.spider})
         path = self.file_path(Request(url), item=item)
         return cast("FileInfo", {"url": url, "path": path, "checksum": None, "status": status, "reason": reason})
-
-
-def _reason(exc: BaseException | None) -> str:
-    """A short reason for a failed download: the exception's own words."""
-    text = str(exc).strip()
-    if isinstance(exc, FileException) and text:
-        return text  # our own words already
-    name = type(exc).__name__
-    return f"{name}: {text}" if text and text != name else name

@@ -39,9 +39,16 @@ IMGUR_CLIENT_ID = ""  # album spider: Imgur API client id, for Imgur albums
 XKCDCRAWL_IMGUR_API_URL = "https://api.imgur.com"  # tests point it at 127.0.0.1
 XKCDCRAWL_RETRY_AFTER_MAX = 600.0  # a longer Retry-After gives up instead of waiting
 
-EXTENSIONS = {"xkcdcrawl.extensions.progress.Progress": 500}
+EXTENSIONS = {
+    "xkcdcrawl.extensions.progress.Progress": 500,
+    "xkcdcrawl.extensions.quiet.QuietNetworkErrors": 0,
+}
 FEED_EXPORT_ENCODING = "utf-8"
 LOG_LEVEL = "INFO"
+
+# Scaling out on scrapy-redis (README): read only when SCHEDULER is scrapy-redis's.
+SCHEDULER_PERSIST = True  # a worker that finishes must not delete the frontier the others still use
+MAX_IDLE_TIME_BEFORE_CLOSE = 10  # xkcdcrawl.scaleout spiders: an idle worker stays open this long for more work
 
 # Nothing listens for commands: the telnet console and 2.19's remote-control endpoint run code.
 TELNETCONSOLE_ENABLED = False

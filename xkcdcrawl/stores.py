@@ -9,12 +9,14 @@ from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scrapy.pipelines.files import FSFilesStore, StatInfo
+from twisted.internet.threads import deferToThread
 
 if TYPE_CHECKING:
     from io import BytesIO
 
+    from scrapy.pipelines.files import StatInfo
     from scrapy.pipelines.media import MediaPipeline
+    from twisted.internet.defer import Deferred
 
 # Checksum of a stored file, tied to its size and mtime so that any later change voids it.
 _XATTR = "user.xkcdcrawl.md5"
@@ -24,12 +26,14 @@ class OutsideStoreError(ValueError):
     """A path that would resolve outside FILES_STORE."""
 
 
-class AtomicFSFilesStore(FSFilesStore):
-    """Write to .part-<random>, fsync, rename; refuse paths outside the store."""
+class AtomicFSFilesStore:
+    """Scrapy's FSFilesStore, made safe: write to .part-<random>, fsync, rename; refuse
+    paths outside the store; remember checksums so a re-run does not hash every file."""
 
     def __init__(self, basedir: str | os.PathLike[str]):
-        super().__init__(basedir)
+        self.basedir = str(basedir).split("://", 1)[-1]  # FILES_STORE may be file:///path
         self.root = Path(self.basedir).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
 
     def persist_file(
         self,
@@ -38,7 +42,12 @@ class AtomicFSFilesStore(FSFilesStore):
         info: MediaPipeline.SpiderInfo,
         meta: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
-    ) -> None:
+    ) -> Deferred[str]:
+        """Store the file; fires with its MD5 checksum."""
+        # In a thread: hashing and fsync take milliseconds, the reactor must not wait for them.
+        return deferToThread(self._persist, path, buf)
+
+    def _persist(self, path: str | os.PathLike[str], buf: BytesIO) -> str:
         target = self.resolve(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.resolve(path)  # again: a symlinked folder may have been created meanwhile
@@ -48,12 +57,17 @@ class AtomicFSFilesStore(FSFilesStore):
                 out.write(buf.getbuffer())
                 out.flush()
                 os.fsync(out.fileno())
-            _remember_checksum(part, hashlib.md5(buf.getbuffer()).hexdigest())
+            checksum = hashlib.md5(buf.getbuffer()).hexdigest()
+            _remember_checksum(part, checksum)
             part.replace(target)
         finally:
             part.unlink(missing_ok=True)
+        return checksum
 
-    def stat_file(self, path: str | os.PathLike[str], info: MediaPipeline.SpiderInfo) -> StatInfo:
+    def stat_file(self, path: str | os.PathLike[str], info: MediaPipeline.SpiderInfo) -> Deferred[StatInfo]:
+        return deferToThread(self._stat, path)  # may hash a file stored without our checksum
+
+    def _stat(self, path: str | os.PathLike[str]) -> StatInfo:
         try:
             target = self.resolve(path)
             stat = target.stat()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -37,7 +38,11 @@ class Command(ScrapyCrawl):
         except (ValidationError, ValueError) as error:
             # One line and exit 2, like a usage error, without argparse's usage block.
             problem = describe(error) if isinstance(error, ValidationError) else str(error)
-            sys.stderr.write(f"scrapy crawl {args[0]}: error: {problem}\n")
+            line = f"scrapy crawl {args[0]}: error: {problem}\n"
+            sys.stderr.write(line)
+            if log_file := self.settings.get("LOG_FILE"):  # scrapyd's job log, where its users look
+                with Path(log_file).open("a", encoding="utf-8") as log:
+                    log.write(line)
             raise SystemExit(2) from None
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ import scrapy
 from scrapy.http import TextResponse
 
 from xkcdcrawl.args import ListingArgs, globs
+from xkcdcrawl.errors import log_error, reason
 from xkcdcrawl.items import FileItem
 from xkcdcrawl.listing_parse import relative_path, split_listing
 
@@ -58,8 +59,7 @@ class ListingSpider(scrapy.Spider):
             yield scrapy.Request(url, self.parse_start, method="HEAD", errback=self.start_failed)
 
     def start_failed(self, failure: Failure) -> None:
-        self.crawler.stats.inc_value("xkcdcrawl/errors")
-        self.logger.error("Cannot read %s: %s", self.args.url, failure.value)
+        log_error(self, "Cannot read %s: %s", self.args.url, reason(failure.value))
 
     def parse_start(self, response: Response) -> Iterator[scrapy.Request | FileItem]:
         if b"text/html" in (response.headers.get("Content-Type") or b""):

@@ -13,6 +13,7 @@ from scrapy.http import TextResponse
 
 from xkcdcrawl.archive import DownloadArchive
 from xkcdcrawl.args import XkcdArgs
+from xkcdcrawl.errors import log_error, reason
 from xkcdcrawl.items import ComicItem
 
 if TYPE_CHECKING:
@@ -117,13 +118,17 @@ class XkcdSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         if self.args.end is None:  # learn the newest number; parse_latest() yields the range
-            yield scrapy.Request(f"{self.args.base_url}/info.0.json", callback=self.parse_latest)
+            yield scrapy.Request(f"{self.args.base_url}/info.0.json", self.parse_latest, errback=self.api_failed)
             return
         for request in self.comic_requests(self.args.start, self.args.end):
             yield request
 
     def parse_latest(self, response: Response) -> Iterator[scrapy.Request]:
-        newest = int(json.loads(response.body)["num"])
+        try:
+            newest = int(json.loads(response.body)["num"])
+        except (ValueError, KeyError, TypeError) as error:
+            log_error(self, "Unreadable answer from %s: %s", response.url, reason(error))
+            return
         self.logger.info("Newest comic is %d", newest)
         yield from self.comic_requests(self.args.start, newest)
 
@@ -139,6 +144,7 @@ class XkcdSpider(scrapy.Spider):
             yield scrapy.Request(
                 f"{self.args.base_url}/{num}/info.0.json",
                 callback=self.parse_info,
+                errback=self.api_failed,
                 meta={"handle_httpstatus_list": [404]},
                 cb_kwargs={"num": num},
             )
@@ -151,10 +157,17 @@ class XkcdSpider(scrapy.Spider):
             self.crawler.stats.inc_value("xkcdcrawl/comics_missing")
             self.logger.info("Comic %d does not exist (HTTP 404)", num)
             return
-        item = comic_from_info(json.loads(response.body), f"{self.args.base_url}/{num}/")
+        try:
+            item = comic_from_info(json.loads(response.body), f"{self.args.base_url}/{num}/")
+        except (ValueError, KeyError, TypeError) as error:
+            log_error(self, "Comic %d: unreadable answer from %s: %s", num, response.url, reason(error))
+            return
         yield scrapy.Request(
             item.page_url, callback=self.parse_page, errback=self.page_failed, cb_kwargs={"item": item}
         )
+
+    def api_failed(self, failure: Failure) -> None:
+        log_error(self, "Cannot read %s: %s", failure.request.url, reason(failure.value))  # type: ignore[attr-defined]
 
     def parse_page(self, response: Response, item: ComicItem) -> Iterator[ComicItem]:
         page = comic_from_page(response) if isinstance(response, TextResponse) else NO_PAGE
@@ -162,7 +175,7 @@ class XkcdSpider(scrapy.Spider):
 
     def page_failed(self, failure: Failure) -> Iterator[ComicItem]:
         item: ComicItem = failure.request.cb_kwargs["item"]  # type: ignore[attr-defined]
-        self.logger.warning("Comic %d: page unavailable (%s); using the API only", item.num, failure.value)
+        self.logger.warning("Comic %d: page unavailable (%s); using the API only", item.num, reason(failure.value))
         yield self.finish(with_page(item, NO_PAGE, self.args.hires))
 
     def finish(self, item: ComicItem) -> ComicItem:

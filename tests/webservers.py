@@ -136,6 +136,8 @@ DefaultRuntimeDir "{work}"
 PidFile "{work}/httpd.pid"
 ErrorLog "{work}/error.log"
 LogLevel warn
+# -X serves one connection at a time: an idle keep-alive connection would hold up all the others.
+KeepAlive Off
 TypesConfig /etc/mime.types
 DocumentRoot "{docroot}"
 <Directory "{docroot}">

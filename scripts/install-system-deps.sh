@@ -11,10 +11,8 @@ declare -A BINARY=(
     [apache2]=apache2
     [lighttpd]=lighttpd
     [redis-server]=redis-server
-    [aria2]=aria2c
-    [lftp]=lftp
-    [rclone]=rclone
 )
+# (benchmarks/ needs more: see benchmarks/README.md)
 
 # Debian keeps apache2/nginx/lighttpd in /usr/sbin, which a non-login PATH may lack.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from scrapy.pipelines.media import MediaPipeline
     from twisted.internet.defer import Deferred
 
+STALE_PARTIAL = 3600.0  # seconds: a partial file this old belongs to no running crawl
 # Checksum of a stored file, tied to its size and mtime so that any later change voids it.
 _XATTR = "user.xkcdcrawl.md5"
 
@@ -33,7 +35,11 @@ class AtomicFSFilesStore:
     def __init__(self, basedir: str | os.PathLike[str]):
         self.basedir = str(basedir).split("://", 1)[-1]  # FILES_STORE may be file:///path
         self.root = Path(self.basedir).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Files are written here, then renamed into place: a killed crawl leaves its partial
+        # files out of sight. Another crawl may be writing into the same store: only old ones go.
+        self.partial = self.root / ".xkcdcrawl" / "partial"
+        self.partial.mkdir(parents=True, exist_ok=True)
+        _remove_older_than(self.partial, STALE_PARTIAL)
 
     def persist_file(
         self,
@@ -51,7 +57,7 @@ class AtomicFSFilesStore:
         target = self.resolve(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.resolve(path)  # again: a symlinked folder may have been created meanwhile
-        part = target.with_name(f".{target.name[:200]}.part-{secrets.token_hex(4)}")
+        part = self.partial / f"{secrets.token_hex(8)}.part"
         try:
             with part.open("xb") as out:
                 out.write(buf.getbuffer())
@@ -59,7 +65,7 @@ class AtomicFSFilesStore:
                 os.fsync(out.fileno())
             checksum = hashlib.md5(buf.getbuffer()).hexdigest()
             _remember_checksum(part, checksum)
-            part.replace(target)
+            part.replace(target)  # atomic: same file system
         finally:
             part.unlink(missing_ok=True)
         return checksum
@@ -101,3 +107,11 @@ def _recall_checksum(path: Path, stat: os.stat_result) -> str | None:
     except (OSError, ValueError):
         return None
     return checksum if (int(size), int(mtime)) == (stat.st_size, stat.st_mtime_ns) else None
+
+
+def _remove_older_than(folder: Path, seconds: float) -> None:
+    cutoff = time.time() - seconds
+    for entry in os.scandir(folder):
+        with suppress(OSError):
+            if entry.stat().st_mtime < cutoff:
+                Path(entry.path).unlink()

@@ -144,23 +144,6 @@ def test_links_out_of_the_listing_are_never_followed(
     assert [p for p in tmp_path.rglob("*") if p.is_file() and "secret" in p.name] == []
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        ([], "url"),
-        (["-a", "url=ftp://h/pub/"], "is not an http(s) URL"),
-        (["-a", "url=http://h/", "-a", "depth=-1"], "depth='-1'"),
-        (["-a", "url=http://h/", "-a", "accept="], "has an empty pattern"),
-        (["-a", "url=http://h/", "-a", "reject=*.iso,,*.img"], "has an empty pattern"),
-    ],
-)
-def test_bad_arguments(crawl: Crawl, args: list[str], message: str) -> None:
-    run = crawl("listing", *args)
-    assert run.returncode == 2
-    assert run.stderr.count("\n") == 1, run.stderr
-    assert message in run.stderr
-
-
 def test_missing_or_unreachable_start_url_is_an_error(crawl: Crawl) -> None:
     with FaultServer() as server:
         missing = crawl("listing", "-a", f"url={server.url_for('/nothing/')}", *QUIET)

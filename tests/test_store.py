@@ -8,7 +8,6 @@ import time
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
-import pytest
 import pytest_twisted
 
 from xkcdcrawl.stores import STALE_PARTIAL, AtomicFSFilesStore

@@ -86,22 +86,6 @@ def test_same_name_with_different_queries_is_kept_apart(server: FaultServer, cra
     assert "127.0.0.1/download.php" in stored  # the first keeps the URL's name, as curl -O would
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        ([], "give either file=PATH or urls=URL1,URL2"),
-        (["-a", "file=/nonexistent/urls.txt"], "cannot read /nonexistent/urls.txt: No such file or directory"),
-        (["-a", "urls=http://h/a", "-a", "repeat=0"], "repeat='0': Input should be greater than 0"),
-        (["-a", "urls=,,"], "no usable URL in urls"),
-    ],
-)
-def test_urls_bad_arguments(crawl: Crawl, args: list[str], message: str) -> None:
-    run = crawl("urls", *args)
-    assert run.returncode == 2
-    assert run.stderr.count("\n") == 1, run.stderr
-    assert message in run.stderr
-
-
 def test_empty_list_file(tmp_path: Path, crawl: Crawl) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing yet\n\n", encoding="utf-8")
@@ -182,10 +166,3 @@ def test_imgur_album_through_the_api(crawl: Crawl) -> None:
     assert run.stored() == {f"imgur-AbC12/i{n}.jpg": b"jpeg%d" % n for n in range(3)}
     api_headers = dict(site.requests)["/3/album/AbC12/images"]
     assert api_headers["Authorization"] == "Client-ID test-client"
-
-
-def test_imgur_album_without_client_id(crawl: Crawl) -> None:
-    run = crawl("album", "-a", "url=https://imgur.com/a/AbC12")
-    assert run.returncode == 2
-    assert run.stderr.count("\n") == 1
-    assert "an Imgur album needs an API client id: -s IMGUR_CLIENT_ID=" in run.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pytest
 from xkcdsite import image_bytes
 
 if TYPE_CHECKING:
@@ -96,21 +95,3 @@ def test_broken_api_answers_are_errors_not_tracebacks(xkcd: Site, crawl: Crawl) 
     assert f"Comic 5: unreadable answer from {xkcd.origin}/5/info.0.json: JSONDecodeError" in run.stderr
     assert f"Cannot read {xkcd.origin}/6/info.0.json: HTTP 500" in run.stderr
     assert "Traceback" not in run.stderr
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["-a", "start=abc"], "start='abc': Input should be a valid integer"),
-        (["-a", "end=0"], "end='0': Input should be greater than 0"),
-        (["-a", "start=5", "-a", "end=2"], "end (2) is before start (5)"),
-        (["-a", "strat=1"], "unknown argument 'strat'"),
-        (["-a", "base_url=file:///etc"], "is not an http(s) URL"),
-    ],
-)
-def test_bad_arguments_give_one_line_and_exit_2(crawl: Crawl, args: list[str], message: str) -> None:
-    run = crawl("xkcd", *args)
-    assert run.returncode == 2
-    assert run.stderr.count("\n") == 1, run.stderr
-    assert message in run.stderr
-    assert not run.store.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mimetypes
 import posixpath
@@ -17,6 +18,7 @@ _RESERVED = re.compile(r"(?i)^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\.
 _SEPARATORS = str.maketrans({"/": "_", "\\": "_"})
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a file's path is asked for several times per download
 def safe_segment(name: str) -> str:
     """One path component that cannot climb, hide or break a file system."""
     # Cc: control characters and NUL; Cf: invisible format characters such as U+202E.

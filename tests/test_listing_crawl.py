@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from faultserver import FaultServer, file_body
+from staticsite import StaticSite
 from webservers import apache, lighttpd, make_tree, nginx, python_http_server
 
 if TYPE_CHECKING:
@@ -156,3 +157,21 @@ def test_missing_or_unreachable_start_url_is_an_error(crawl: Crawl) -> None:
     assert f"Cannot read {server.url_for('/nothing/')}: HTTP 404" in missing.stderr
     assert f"Cannot read http://127.0.0.1:{port}/pub/: " in unreachable.stderr
     assert "Traceback" not in missing.stderr + unreachable.stderr
+
+
+def test_a_file_and_a_folder_of_the_same_name(crawl: Crawl) -> None:
+    """A server that lists 'dup' as a file and 'dup/' as a folder: one fails, visibly."""
+    page = b'<a href="dup">dup</a> <a href="dup/">dup/</a> <a href="ok.txt">ok.txt</a>'
+    routes = {"/pub/": ("text/html", page), "/pub/dup": ("text/plain", b"file"), "/pub/ok.txt": ("text/plain", b"ok")}
+    routes |= {
+        "/pub/dup/": ("text/html", b'<a href="inner.txt">inner.txt</a>'),
+        "/pub/dup/inner.txt": ("text/plain", b"in"),
+    }
+    with StaticSite(routes) as site:
+        run = crawl("listing", "-a", f"url={site.url}/pub/", *QUIET)
+    assert run.returncode == 1
+    stored = run.stored()
+    assert stored["127.0.0.1/pub/ok.txt"] == b"ok"
+    assert stored.get("127.0.0.1/pub/dup") == b"file" or stored.get("127.0.0.1/pub/dup/inner.txt") == b"in"
+    assert "Files: 2 downloaded, 0 uptodate, 1 failed" in run.stderr
+    assert "Traceback" not in run.stderr

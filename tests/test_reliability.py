@@ -43,6 +43,7 @@ def test_faults_are_retried_until_every_file_is_complete(tmp_path: Path, server:
         "/short/b.bin?after=10&times=1",
         "/status/503/c.bin?times=2",
         "/status/500/d.bin?times=1",
+        "/status/502/k.bin?times=1",
         "/429/e.bin?retry_after=1&times=1",
         "/429/f.bin?retry_after=1&date=1&times=1",
         "/redirect/301/g.bin",
@@ -52,10 +53,10 @@ def test_faults_are_retried_until_every_file_is_complete(tmp_path: Path, server:
     ]
     run = crawl("urls", "-a", urls_file(tmp_path, server, paths), "-s", "DOWNLOAD_TIMEOUT=2", *FAST_RETRY)
     assert run.returncode == 0, run.stderr
-    names = "abcdefghij"
+    names = "abcdefghijk"
     assert run.stored() == {f"127.0.0.1/{n}.bin": file_body(f"{n}.bin") for n in names}
     assert all(f["status"] == "downloaded" for f in by_name(run).values())
-    assert "Files: 10 downloaded, 0 uptodate, 0 failed" in run.stderr
+    assert "Files: 11 downloaded, 0 uptodate, 0 failed" in run.stderr
 
 
 def test_failed_files_are_reported_and_the_rest_complete(tmp_path: Path, server: FaultServer, crawl: Crawl) -> None:

@@ -33,6 +33,9 @@ def test_settings_turn_off_remote_code_execution() -> None:
     settings = get_project_settings()
     assert settings.getbool("TELNETCONSOLE_ENABLED") is False
     assert settings.getbool("REMOTE_CONTROL_ENABLED") is False
+    loaded = settings.getdict("EXTENSIONS_BASE")  # not even imported: aiohttp costs seconds of start-up
+    assert "scrapy.extensions.remote_control.RemoteControl" not in loaded
+    assert "scrapy.extensions.corestats.CoreStats" in loaded
 
 
 BAD_ARGUMENTS = [

@@ -273,6 +273,8 @@ def make_tree(root: Path) -> dict[str, bytes]:
     files = {
         "readme.txt": b"a tree for directory-listing tests\n",
         "zero-bytes.bin": b"",
+        "Makefile": b"all:\n",  # no extension: stored under exactly this name
+        "level1/LICENSE": b"MIT\n",
         "level1/one.txt": b"one\n",
         "level1/level2/two.txt": b"two\n",
         "level1/level2/level3/three.txt": b"three\n",

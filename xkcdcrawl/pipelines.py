@@ -36,9 +36,15 @@ def store_path(url: str, item: Any) -> str:
     return safe_relpath(adapter.get("folder") or "unsorted", safe_segment(name))
 
 
-def needs_response_name(url: str, path: str, named: bool) -> bool:
-    """A URL whose name has no extension, or whose query may name another file each time."""
-    return not has_extension(path.rpartition("/")[2]) or (not named and bool(urlsplit(url).query))
+def needs_response_name(url: str, path: str, named: bool, draw: int | None) -> bool:
+    """A URL whose name has no extension, or whose query may name another file each time.
+
+    A name the spider gave is kept as it is (a listed Makefile stays Makefile), but for the
+    numbered draws of a random endpoint, which take the extension of their Content-Type.
+    """
+    if named:
+        return draw is not None and not has_extension(path.rpartition("/")[2])
+    return not has_extension(path.rpartition("/")[2]) or bool(urlsplit(url).query)
 
 
 def response_path(path: str, response: Response, named: bool) -> str:
@@ -69,8 +75,9 @@ class NamedFilesPipeline(FilesPipeline):
         item: Any = None,
     ) -> str:
         path = store_path(request.url, item)
-        named = ItemAdapter(item).get("name") is not None
-        if not needs_response_name(request.url, path, named):
+        adapter = ItemAdapter(item)
+        named = adapter.get("name") is not None
+        if not needs_response_name(request.url, path, named, adapter.get("draw")):
             return path
         # Scrapy asks for the path before downloading, to skip stored files: the name
         # the response gave last time is in the name book, and stays the name.

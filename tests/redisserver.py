@@ -11,13 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from processes import free_port, stop
 from webservers import find_binary
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 START_TIMEOUT = 15.0
-STOP_TIMEOUT = 5.0
 
 
 def redis_server_binary() -> str | None:
@@ -36,7 +36,7 @@ def redis_server() -> Iterator[str]:
         raise FileNotFoundError("redis-server not found: apt-get install -y redis-server")
     work = Path(tempfile.mkdtemp(prefix="xkcdcrawl-redis-"))
     try:
-        port = _free_port()
+        port = free_port()
         argv = [
             binary,
             "--bind", "127.0.0.1",
@@ -53,7 +53,7 @@ def redis_server() -> Iterator[str]:
             _wait_for_ping(proc, port, work)
             yield f"redis://127.0.0.1:{port}"
         finally:
-            _stop(proc)
+            stop(proc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -76,26 +76,10 @@ def _wait_for_ping(proc: subprocess.Popen[bytes], port: int, work: Path) -> None
         if ping(port):
             return
         time.sleep(0.05)
-    _stop(proc)
+    stop(proc)
     raise RuntimeError(f"redis-server did not answer PING on port {port}:\n{_log(work)}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()  # SIGTERM to its PID: with --save '' it exits at once
-    try:
-        proc.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _log(work: Path) -> str:
     log = work / "redis.log"
     return log.read_text(errors="replace") if log.exists() else "(no log)"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

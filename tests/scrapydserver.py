@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from processes import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -130,13 +131,6 @@ def scrapyd(tmp: Path, *, username: str | None = None, password: str | None = No
 
 class PortTaken(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start(tmp: Path) -> subprocess.Popen[bytes]:

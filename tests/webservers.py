@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from processes import free_port, stop
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
 _SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 START_TIMEOUT = 15.0
-STOP_TIMEOUT = 5.0
 IS_ROOT = os.geteuid() == 0
 # Ignores *_proxy variables, so requests to these servers stay on 127.0.0.1.
 LOCAL_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -40,7 +41,7 @@ def find_binary(name: str) -> str | None:
 def nginx(root: Path) -> Iterator[str]:
     """nginx with autoindex on, serving root; yields its base URL."""
     with _workdir("nginx") as work:
-        port = _free_port()
+        port = free_port()
         conf = work / "nginx.conf"
         conf.write_text(_nginx_conf(root, work, port), encoding="utf-8")
         # -e: the error log to use before the config is read (default is under /var/log).
@@ -59,7 +60,7 @@ def apache(root: Path) -> Iterator[str]:
     """
     with _workdir("apache") as work:
         docroot = _readable_copy(root, work / "docroot") if IS_ROOT else root
-        port = _free_port()
+        port = free_port()
         conf = work / "httpd.conf"
         conf.write_text(_apache_conf(docroot, work, port), encoding="utf-8")
         # -X: one process in the foreground, so stopping its PID stops the server.
@@ -72,7 +73,7 @@ def apache(root: Path) -> Iterator[str]:
 def lighttpd(root: Path) -> Iterator[str]:
     """lighttpd with mod_dirlisting on, serving root; yields its base URL."""
     with _workdir("lighttpd") as work:
-        port = _free_port()
+        port = free_port()
         conf = work / "lighttpd.conf"
         conf.write_text(_lighttpd_conf(root, work, port), encoding="utf-8")
         with _running([_binary("lighttpd"), "-D", "-f", str(conf)], work, port) as url:
@@ -83,7 +84,7 @@ def lighttpd(root: Path) -> Iterator[str]:
 def python_http_server(root: Path) -> Iterator[str]:
     """Python's `http.server` serving root; yields its base URL."""
     with _workdir("python") as work:
-        port = _free_port()
+        port = free_port()
         argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(root), str(port)]
         with _running(argv, work, port) as url:
             yield url
@@ -190,7 +191,7 @@ def _running(argv: list[str], work: Path, port: int) -> Iterator[str]:
         _wait_for_port(proc, port, work)
         yield f"http://127.0.0.1:{port}/"
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def _wait_for_port(proc: subprocess.Popen[bytes], port: int, work: Path) -> None:
@@ -207,24 +208,8 @@ def _wait_for_port(proc: subprocess.Popen[bytes], port: int, work: Path) -> None
     raise RuntimeError(f"{proc.args!r} did not answer on port {port}:\n{_logs(work)}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _logs(work: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}" for p in sorted(work.glob("*.log")))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _binary(name: str) -> str:

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import scrapy
 from scrapy.http import TextResponse
@@ -53,7 +53,7 @@ def comic_from_info(info: Mapping[str, Any], page_url: str) -> ComicItem:
         alt=info["alt"],
         date=date,
         page_url=page_url,
-        image_url=image_or_none(TextResponse(page_url).urljoin(img)) if img else None,
+        image_url=image_or_none(urljoin(page_url, img)) if img else None,
         link=info.get("link") or "",
     )
 

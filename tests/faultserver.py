@@ -24,7 +24,8 @@ anything else, ``/robots.txt``          404
 
 ``times=T`` (fault routes): the first T requests to that path (query string
 ignored) get the fault, later ones the file; without ``times`` the fault is
-permanent.  ``size=N`` works on every file route; ``after`` defaults to half
+permanent.  With ``group=G`` the T faults are shared by every path that names
+group G: the first T requests among them get the fault, whichever they are.  ``size=N`` works on every file route; ``after`` defaults to half
 the body.  ``<name>`` is the percent-decoded rest of the path and is what
 ``file_body`` is keyed on (for ``/disposition`` too, not ``filename``).
 
@@ -556,6 +557,7 @@ class FaultServer:
         self.url = ""
         self.port = 0
         self.hits: collections.Counter[str] = collections.Counter()
+        self.groups: collections.Counter[str] = collections.Counter()  # times=T shared by a group=G
         self.log: list[tuple[float, str, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -613,6 +615,7 @@ class FaultServer:
         """Forget hits, the log and the peak; ``times`` counting restarts too."""
         with self._lock:
             self.hits.clear()
+            self.groups.clear()
             self.log.clear()
             self.max_in_flight = self.in_flight
 
@@ -635,6 +638,9 @@ class FaultServer:
             self.hits[path] += 1
             self.log.append((time.monotonic(), method, target))
             count = self.hits[path]
+            if group := query.get("group"):
+                self.groups[group] += 1
+                count = self.groups[group]
         parts = path.split("/")[2:]
         return Request(method, path, parts, query, count)
 

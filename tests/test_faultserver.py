@@ -253,6 +253,12 @@ def test_status_times_then_ok(server: FaultServer, code: int) -> None:
     assert get(server, path)[1] == file_body("a.png", 1000)
 
 
+def test_group_shares_its_faults_between_paths(server: FaultServer) -> None:
+    paths = [f"/429/{name}.png?times=1&group=g" for name in "cab"]
+    assert [get(server, path)[0].status for path in paths] == [429, 200, 200]
+    assert get(server, "/429/c.png?times=1")[0].status == 200  # without the group: its own count, 2
+
+
 def test_status_without_times_is_permanent(server: FaultServer) -> None:
     assert [get(server, "/status/503/a.png")[0].status for _ in range(4)] == [503] * 4
 

@@ -19,6 +19,7 @@ can serve every case of a crawl:
 ``/disposition/<name>?filename=X``      ok + Content-Disposition naming X
 ``/random/<w>/<h>``                     a different random PNG every time
 ``/same/<w>/<h>``                       the same PNG every time
+``/range/<name>?version=V&rate=B&cut=K``  Range/If-Range/ETag, throttled, cut after K
 anything else, ``/robots.txt``          404
 ======================================  =======================================
 
@@ -46,6 +47,7 @@ import http.server
 import io
 import mimetypes
 import os
+import select
 import socket
 import socketserver
 import struct
@@ -333,6 +335,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # Wakes up early when the server stops, so __exit__ never waits.
         self.owner._stopping.wait(max(0.0, seconds))
 
+    def hung_up(self, seconds: float) -> bool:
+        """Wait that long, or until the client closes its end: True if it did."""
+        readable, _, _ = select.select([self.connection], [], [], max(0.0, seconds))
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def reset_connection(self) -> None:
         """Abort with RST: SO_LINGER 0, then a real close of the socket."""
         sock = self.connection
@@ -495,6 +507,54 @@ def _tree(handler: _Handler, request: Request) -> None:
     handler.send_complete(f"<html><body><pre>{page}</pre></body></html>".encode(), "text/html")
 
 
+def _range(handler: _Handler, request: Request) -> None:
+    """A file served as a real server does for resumable downloads: Range, If-Range, ETag.
+
+    ``version=V`` names the file's version (its ETag, and its bytes: another version is
+    another file); ``rate=B`` sends at most B bytes a second; ``cut=K&times=T``: the
+    first T answers stop with a RST after K bytes of their body.
+    """
+    version = request.query.get("version", "1")
+    body = file_body(f"{request.name}@{version}", request.size)
+    etag = f'"{version}"'
+    wanted = handler.headers.get("Range", "")
+    start, end, status = 0, len(body) - 1, 200
+    if_range = handler.headers.get("If-Range")
+    if wanted.startswith("bytes=") and (if_range is None or if_range == etag):
+        first, _, last = wanted[6:].partition("-")
+        start, end, status = int(first), min(int(last or end), end), 206
+    if start > end:
+        handler.send_plain(416, "range not satisfiable", {"Content-Range": f"bytes */{len(body)}"})
+        return
+    part = body[start : end + 1]
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(part))}
+    headers |= {"ETag": etag, "Accept-Ranges": "bytes"}
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+    handler.start(status, headers)
+    handler.flush_head()
+    cut = request.integer("cut", -1) if request.faulty() else -1
+    rate = request.number("rate", 0)
+    sent, chunk = 0, 65536
+    # All but the last byte here: finish_with() stops counting the request just before it.
+    while sent < len(part) - 1:
+        piece = part[sent : min(sent + chunk, len(part) - 1)]
+        if 0 <= cut < sent + len(piece):
+            handler.send_body(piece[: cut - sent])
+            handler.owner.ranges.append((request.path, wanted, status, cut))
+            handler.done()
+            handler.reset_connection()
+            return
+        handler.send_body(piece)
+        sent += len(piece)
+        if rate and handler.hung_up(len(piece) / rate):
+            handler.done()  # as a real server's event loop, it sees at once that the client left
+            handler.close_connection = True
+            return
+    handler.owner.ranges.append((request.path, wanted, status, len(part)))
+    handler.finish_with(part[sent:])
+
+
 ROUTES: dict[str, Callable[[_Handler, Request], None]] = {
     "tree": _tree,
     "ok": _ok,
@@ -510,6 +570,7 @@ ROUTES: dict[str, Callable[[_Handler, Request], None]] = {
     "disposition": _disposition,
     "random": _random,
     "same": _same,
+    "range": _range,
 }
 
 
@@ -558,6 +619,8 @@ class FaultServer:
         self.port = 0
         self.hits: collections.Counter[str] = collections.Counter()
         self.groups: collections.Counter[str] = collections.Counter()  # times=T shared by a group=G
+        # /range/ answers: (path, Range header or "", status, body bytes sent)
+        self.ranges: list[tuple[str, str, int, int]] = []
         self.log: list[tuple[float, str, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0

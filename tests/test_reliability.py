@@ -168,9 +168,9 @@ def test_hostile_names_stay_in_the_store(tmp_path: Path, server: FaultServer, cr
     assert len(paths) == len(HOSTILE)  # all distinct: none overwrote another
 
 
-def test_file_over_download_maxsize_fails_visibly(tmp_path: Path, server: FaultServer, crawl: Crawl) -> None:
+def test_file_over_files_maxsize_fails_visibly(tmp_path: Path, server: FaultServer, crawl: Crawl) -> None:
     paths = ["/ok/big.bin?size=50000", "/ok/small.bin"]
-    run = crawl("urls", "-a", urls_file(tmp_path, server, paths), "-s", "DOWNLOAD_MAXSIZE=10000", *FAST_RETRY)
+    run = crawl("urls", "-a", urls_file(tmp_path, server, paths), "-s", "XKCDCRAWL_FILES_MAXSIZE=10000", *FAST_RETRY)
     assert run.returncode == 1  # Scrapy's FilesPipeline drops it and exits 0
     assert run.stored() == {"127.0.0.1/small.bin": file_body("small.bin")}
     assert "larger than download max size (10000)" in str(by_name(run)["big.bin"]["reason"])

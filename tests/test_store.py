@@ -8,9 +8,10 @@ import time
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import pytest_twisted
 
-from xkcdcrawl.stores import STALE_PARTIAL, AtomicFSFilesStore
+from xkcdcrawl.stores import STALE_PARTIAL, AtomicFSFilesStore, IncompleteFileError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,7 +23,7 @@ INFO: Any = None  # the store does not use the pipeline's SpiderInfo
 async def test_persist_then_stat_gives_the_checksum(tmp_path: Path) -> None:
     store = AtomicFSFilesStore(str(tmp_path))
     checksum = await store.persist_file("a/b/file.bin", BytesIO(b"hello"), INFO)
-    assert checksum == "5d41402abc4b2a76b9719d911017c592"  # md5 of b"hello"
+    assert checksum == hashlib.sha256(b"hello").hexdigest()
     assert (tmp_path / "a" / "b" / "file.bin").read_bytes() == b"hello"
     assert list(store.partial.iterdir()) == []
     stat = await store.stat_file("a/b/file.bin", INFO)
@@ -35,16 +36,45 @@ async def test_a_changed_file_is_hashed_again(tmp_path: Path) -> None:
     store = AtomicFSFilesStore(str(tmp_path))
     await store.persist_file("f.txt", BytesIO(b"one"), INFO)
     (tmp_path / "f.txt").write_bytes(b"two!")  # another program rewrote it
-    assert (await store.stat_file("f.txt", INFO))["checksum"] == hashlib.md5(b"two!").hexdigest()
+    assert (await store.stat_file("f.txt", INFO))["checksum"] == hashlib.sha256(b"two!").hexdigest()
 
 
-def test_old_partial_files_are_removed_new_ones_kept(tmp_path: Path) -> None:
+def test_old_temporary_files_are_removed_new_ones_and_resumable_ones_kept(tmp_path: Path) -> None:
     partial = tmp_path / ".xkcdcrawl" / "partial"
     partial.mkdir(parents=True)
-    old, new = partial / "old.part", partial / "new.part"
-    old.write_bytes(b"x")
-    new.write_bytes(b"y")
+    old, new, resumable = partial / "old.tmp", partial / "new.tmp", partial / "0123.part"
+    for path in (old, new, resumable):
+        path.write_bytes(b"x")
     past = time.time() - STALE_PARTIAL - 10
     os.utime(old, (past, past))
+    os.utime(resumable, (past, past))
     AtomicFSFilesStore(str(tmp_path))
-    assert sorted(p.name for p in partial.iterdir()) == ["new.part"]
+    assert sorted(p.name for p in partial.iterdir()) == ["0123.part", "new.tmp"]
+
+
+def test_sweep_removes_what_nobody_resumed(tmp_path: Path) -> None:
+    store = AtomicFSFilesStore(str(tmp_path))
+    kept, _ = store.partial_for("a/kept.bin")
+    gone, gone_state = store.partial_for("a/gone.bin")
+    fresh, _ = store.partial_for("a/fresh.bin")
+    for path in (kept, gone, gone_state, fresh):
+        path.write_bytes(b"x")
+    past = time.time() - 10
+    for path in (kept, gone, gone_state):
+        os.utime(path, (past, past))
+    store.sweep(time.time() - 5, keep={kept})
+    assert sorted(p.name for p in store.partial.iterdir()) == sorted([kept.name, fresh.name])
+
+
+@pytest_twisted.ensureDeferred
+async def test_finalize_moves_a_whole_file_and_refuses_a_short_one(tmp_path: Path) -> None:
+    store = AtomicFSFilesStore(str(tmp_path))
+    part, state = store.partial_for("d/f.bin")
+    part.write_bytes(b"12345")
+    state.write_text("{}")
+    with pytest.raises(IncompleteFileError, match="short body: 5 of 6 bytes"):
+        await store.finalize(part, "d/f.bin", 6, None)
+    assert part.exists()  # kept for the next try
+    assert await store.finalize(part, "d/f.bin", 5, None) == hashlib.sha256(b"12345").hexdigest()
+    assert (tmp_path / "d" / "f.bin").read_bytes() == b"12345"
+    assert list(store.partial.iterdir()) == []

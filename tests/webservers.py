@@ -38,12 +38,16 @@ def find_binary(name: str) -> str | None:
 
 
 @contextmanager
-def nginx(root: Path) -> Iterator[str]:
-    """nginx with autoindex on, serving root; yields its base URL."""
+def nginx(root: Path, *, access_log: Path | None = None, limit_rate: str | None = None) -> Iterator[str]:
+    """nginx with autoindex on, serving root; yields its base URL.
+
+    access_log: one line per request, `<uri> <status> <Range header or -> <bytes sent>`;
+    limit_rate: nginx's per-connection rate limit (e.g. "32m").
+    """
     with _workdir("nginx") as work:
         port = free_port()
         conf = work / "nginx.conf"
-        conf.write_text(_nginx_conf(root, work, port), encoding="utf-8")
+        conf.write_text(_nginx_conf(root, work, port, access_log, limit_rate), encoding="utf-8")
         # -e: the error log to use before the config is read (default is under /var/log).
         argv = [_binary("nginx"), "-p", f"{work}/", "-e", str(work / "error.log"), "-c", str(conf)]
         with _running(argv, work, port) as url:
@@ -93,7 +97,7 @@ def python_http_server(root: Path) -> Iterator[str]:
 # ---------------------------------------------------------------- configs
 
 
-def _nginx_conf(root: Path, work: Path, port: int) -> str:
+def _nginx_conf(root: Path, work: Path, port: int, access_log: Path | None, limit_rate: str | None) -> str:
     # master_process off: one process, so stopping its PID leaves no orphan
     # worker; it also keeps the starting user (no switch to nobody, who could
     # not read a 0700 tmp_path), so no `user` directive is needed.
@@ -104,7 +108,9 @@ pid {work}/nginx.pid;
 error_log {work}/error.log warn;
 events {{ worker_connections 64; }}
 http {{
-    access_log off;
+    log_format ranges '$request_uri $status $http_range $bytes_sent';
+    access_log {f'"{access_log}" ranges' if access_log else "off"};
+    {f"limit_rate {limit_rate};" if limit_rate else ""}
     client_body_temp_path {work}/client_body;
     proxy_temp_path {work}/proxy;
     fastcgi_temp_path {work}/fastcgi;

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import posixpath
+import time
 from io import BytesIO
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 from itemadapter import ItemAdapter
+from scrapy import signals
 from scrapy.exceptions import IgnoreRequest
+from scrapy.http import Response
 from scrapy.http.request import NO_CALLBACK, Request
 from scrapy.pipelines.files import FilesPipeline, FilesStoreProtocol
 from scrapy.pipelines.media import FileException, _MediaRequestFiltered
@@ -18,12 +23,13 @@ from scrapy.utils.defer import ensure_awaitable, maybe_deferred_to_future
 from twisted.python.failure import Failure
 
 from xkcdcrawl.archive import ledger
+from xkcdcrawl.bodyfile import DiskError, PartialState
 from xkcdcrawl.errors import reason
+from xkcdcrawl.handlers import BodyResult, RangeRefused
 from xkcdcrawl.paths import disposition_name, has_extension, safe_relpath, safe_segment, type_extension, url_file_name
-from xkcdcrawl.stores import AtomicFSFilesStore
+from xkcdcrawl.stores import AtomicFSFilesStore, IncompleteFileError
 
 if TYPE_CHECKING:
-    from scrapy.http import Response
     from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
 
 logger = logging.getLogger(__name__)
@@ -55,6 +61,10 @@ def response_path(path: str, response: Response, named: bool) -> str:
     if not has_extension(name):
         name = safe_segment(name + type_extension(response.headers.get("Content-Type")))  # CON + .bin
     return f"{folder}/{name}"
+
+
+class _RangesRefused(FileException):
+    """The ranges of a split file cannot be had any more: its partial file is gone."""
 
 
 class NamedFilesPipeline(FilesPipeline):
@@ -98,16 +108,47 @@ class NamedFilesPipeline(FilesPipeline):
         super().open_spider()
         self.names = ledger(self.crawler, "names")
         self.taken = set(self.names.data.values())  # paths already given to a response
+        settings = self.crawler.settings
+        # Bodies stream to disk only into a local store: s3://, gs:// and ftp:// take them whole.
+        self.fs = self.store if isinstance(self.store, AtomicFSFilesStore) else None
+        self.streams = self.fs is not None and bool(
+            settings.getdict("DOWNLOAD_HANDLERS").get("http", "").endswith("StreamingDownloadHandler")
+        )
+        self.files_maxsize = settings.getint("XKCDCRAWL_FILES_MAXSIZE")
+        parts = settings.getint("XKCDCRAWL_SPLIT_PARTS")
+        self.split = (settings.getint("XKCDCRAWL_SPLIT_SIZE"), parts) if parts > 1 else None
+        self.started = time.time()
+        self.unfinished: set[Path] = set()  # partial files kept for the next run to resume
 
     def close_spider(self, spider: Any = None) -> None:
         self.names.close()
+        if self.fs is not None:
+            # Nothing of this run, or of the runs it resumed, stays but what the next one resumes.
+            self.fs.sweep(self.started, self.unfinished)
 
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
         adapter = ItemAdapter(item)
         urls = adapter.get(self.files_urls_field) or []
         draw = adapter.get("draw")  # repeats of one URL: xkcdcrawl.fingerprint keeps them apart
         self.crawler.stats.inc_value("xkcdcrawl/expected_files", len(urls))  # the progress bar's total
-        return [Request(url, callback=NO_CALLBACK, meta={"draw": draw} if draw else {}) for url in urls]
+        # A listed file is fetched wherever its redirects lead: the start host bounds pages only.
+        meta = {"draw": draw, "allow_offsite": True} if draw else {"allow_offsite": True}
+        return [Request(url, callback=NO_CALLBACK, meta=meta) for url in urls]
+
+    def _stream_to_partial(self, request: Request, item: Any) -> None:
+        """Mark a file request so that StreamingDownloadHandler writes its body to its partial file."""
+        assert self.fs is not None
+        part, state = self.fs.partial_for(self.file_path(request, item=item))
+        request.meta.update(
+            body_file=str(part),
+            body_file_state=str(state),
+            body_file_split=self.split,
+            download_maxsize=self.files_maxsize,  # DOWNLOAD_MAXSIZE caps pages, not files
+            download_warnsize=0,
+        )
+        # What reaches the file must be the file: no transfer compression to undo.
+        request.headers.setdefault(b"Accept-Encoding", b"identity")
+        self.unfinished.add(part)
 
     async def media_downloaded(
         self,
@@ -117,6 +158,10 @@ class NamedFilesPipeline(FilesPipeline):
         *,
         item: Any = None,
     ) -> FileInfo:
+        if "streamed" in response.flags:
+            return await self._streamed(response, request, info, item)
+        if response.status == 416 and self.fs is not None and "body_file" in request.meta:
+            self.fs.discard(Path(request.meta["body_file"]))  # the next try starts over
         if response.status != 200:  # Scrapy's message says only "download-error"
             raise FileException(f"HTTP {response.status}")
         expected = response.headers.get("Content-Length")
@@ -130,6 +175,61 @@ class NamedFilesPipeline(FilesPipeline):
         path = self.file_path(request, response=response, info=info, item=item)
         return {"url": request.url, "path": path, "checksum": checksum, "status": status}
 
+    async def _streamed(self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, item: Any) -> FileInfo:
+        """A body StreamingDownloadHandler wrote to the partial file: completed, verified, moved into place."""
+        part = Path(request.meta["body_file"])
+        result: BodyResult = request.meta["body_file_result"]
+        if "segment" in response.flags:
+            await self._fetch_ranges(request, result)
+        path = self.file_path(request, response=response, info=info, item=item)
+        # Hashed on the way when written in one go from its first byte; else read once, here.
+        digest = None if "segment" in response.flags else result.digest
+        assert self.fs is not None
+        try:
+            checksum = await maybe_deferred_to_future(self.fs.finalize(part, path, result.length, digest))
+        except IncompleteFileError as error:
+            raise FileException(str(error)) from None
+        self.unfinished.discard(part)
+        status = "downloaded"
+        self.inc_stats(status)
+        return {"url": request.url, "path": path, "checksum": checksum, "status": status}
+
+    async def _fetch_ranges(self, request: Request, result: BodyResult) -> None:
+        """The other ranges of a split file, each a request of its own: the per-host limit counts them."""
+        state = result.state
+        assert state is not None
+        missing = [s for s in state.segments if s[2] < s[1] - s[0] + 1]
+        requests = [self._range_request(request, state, s) for s in missing]
+        assert self.crawler.engine is not None
+        outcomes = await asyncio.gather(
+            *(self.crawler.engine.download_async(r) for r in requests), return_exceptions=True
+        )
+        assert self.fs is not None
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, RangeRefused):
+                # Kept, with what it has: the next run asks for what is missing.
+                raise FileException(reason(outcome)) from outcome
+            if isinstance(outcome, RangeRefused) or "streamed" not in outcome.flags:
+                # Another version of the file now, or no ranges any more: fetched whole next time.
+                self.fs.discard(Path(request.meta["body_file"]))
+                problem = outcome if isinstance(outcome, RangeRefused) else f"HTTP {outcome.status}"
+                raise _RangesRefused(f"range request failed ({problem})")
+
+    def _range_request(self, request: Request, state: PartialState, segment: list[int]) -> Request:
+        meta = {
+            key: value
+            for key, value in request.meta.items()
+            if key.startswith(("body_file", "download_", "handle_httpstatus", "allow_offsite"))
+        }
+        meta.pop("body_file_split", None)
+        meta.update(
+            body_file_range=[segment[0] + segment[2], segment[1]],
+            body_file_validator=state.validator,
+            body_file_shared_state=state,
+        )
+        headers = {"Accept-Encoding": "identity"}
+        return Request(state.url, callback=NO_CALLBACK, headers=headers, meta=meta, dont_filter=True)
+
     async def file_downloaded(
         self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
     ) -> str:
@@ -141,6 +241,8 @@ class NamedFilesPipeline(FilesPipeline):
 
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> Any:
         # Not super(): its warning says "unknown-error"; _outcome() logs the real reason once.
+        if isinstance(failure.value, DiskError) and self.fs is not None:
+            self.fs.discard(Path(request.meta["body_file"]))  # a full disk: give the space back
         if isinstance(failure.value, IgnoreRequest):
             raise _MediaRequestFiltered(str(failure.value)) from failure.value
         raise FileException(reason(failure.value)) from failure.value
@@ -148,13 +250,39 @@ class NamedFilesPipeline(FilesPipeline):
     async def _check_media_to_download(self, request: Request, info: MediaPipeline.SpiderInfo, item: Any) -> FileInfo:
         # A failed file is a result, not an exception: Scrapy would log a traceback for
         # it and drop it from the item; here it stays there with its reason.
+        if self.streams:
+            self._stream_to_partial(request, item)
         try:
+            if (resumed := await self._resume_ranges(request, info, item)) is not None:
+                return resumed
             return await super()._check_media_to_download(request, info, item)
         except FileException as exc:
             # IgnoreRequest is policy (offsite, robots.txt) but also a redirect loop: a failure
             policy = isinstance(exc, _MediaRequestFiltered) and "redirect" not in str(exc).lower()
             status = "filtered" if policy else "failed"
             return self._outcome(request.url, item, status, str(exc), info)
+
+    async def _resume_ranges(self, request: Request, info: MediaPipeline.SpiderInfo, item: Any) -> FileInfo | None:
+        """A file an earlier run fetched in ranges, and left unfinished: only its missing ranges."""
+        state_path = request.meta.get("body_file_state")
+        # (a small read of a file that is seldom there: not worth a thread)
+        state = PartialState.load(Path(state_path)) if state_path else None
+        if state is None or not state.segments or not state.validator:
+            return None
+        self._modify_media_request(request)
+        result = BodyResult(0, 0, state.length, None, state)
+        try:
+            await self._fetch_ranges(request, result)
+            response = Response(state.url, flags=["streamed", "segment"], request=request)
+            request.meta["body_file_result"] = result
+            return await self._streamed(response, request, info, item)
+        except _RangesRefused:
+            return None  # another version: fetched whole, now
+        except FileException:
+            raise
+        except Exception:
+            self.media_failed(Failure(), request, info)  # type: ignore[no-untyped-call]  # raises
+            raise
 
     def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         adapter = ItemAdapter(item)

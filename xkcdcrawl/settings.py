@@ -24,6 +24,12 @@ DOWNLOADER_MIDDLEWARES = {
 }
 DOWNLOAD_FAIL_ON_DATALOSS = True  # a body shorter than its Content-Length is an error, retried
 
+# File bodies are written to disk as they arrive (pages stay in memory): xkcdcrawl.handlers.
+DOWNLOAD_HANDLERS = {
+    "http": "xkcdcrawl.handlers.StreamingDownloadHandler",
+    "https": "xkcdcrawl.handlers.StreamingDownloadHandler",
+}
+
 # Files: real names under FILES_STORE, written atomically, kept until deleted.
 ITEM_PIPELINES = {"xkcdcrawl.pipelines.NamedFilesPipeline": 300}
 FILES_STORE = "downloads"
@@ -37,6 +43,9 @@ XKCDCRAWL_FAIL_ON_ERROR = True  # exit status 1 when any file failed
 XKCDCRAWL_PROGRESS_INTERVAL = 5.0  # seconds between progress reports; 0 turns them off
 XKCDCRAWL_RETRY_BACKOFF = 1.0  # seconds before the first retry; doubles with each retry
 XKCDCRAWL_RETRY_BACKOFF_MAX = 60.0  # the longest wait between two tries
+XKCDCRAWL_FILES_MAXSIZE = 0  # bytes: a larger file fails; 0: no limit (DOWNLOAD_MAXSIZE caps pages only)
+XKCDCRAWL_SPLIT_SIZE = 64 * 1024 * 1024  # bytes: a file this big is fetched in parallel ranges...
+XKCDCRAWL_SPLIT_PARTS = 4  # ...this many (1: never), each counted against CONCURRENT_REQUESTS_PER_DOMAIN
 IMGUR_CLIENT_ID = ""  # album spider: Imgur API client id, for Imgur albums
 XKCDCRAWL_IMGUR_API_URL = "https://api.imgur.com"  # tests point it at 127.0.0.1
 XKCDCRAWL_RETRY_AFTER_MAX = 600.0  # a longer Retry-After gives up instead of waiting

@@ -19,27 +19,37 @@ if TYPE_CHECKING:
     from scrapy.pipelines.media import MediaPipeline
     from twisted.internet.defer import Deferred
 
-STALE_PARTIAL = 3600.0  # seconds: a partial file this old belongs to no running crawl
-# Checksum of a stored file, tied to its size and mtime so that any later change voids it.
-_XATTR = "user.xkcdcrawl.md5"
+STALE_PARTIAL = 3600.0  # seconds: a temporary file this old belongs to no running crawl
+# Checksum (sha256) of a stored file, tied to its size and mtime so that any later change voids it.
+_XATTR = "user.xkcdcrawl.sha256"
 
 
 class OutsideStoreError(ValueError):
     """A path that would resolve outside FILES_STORE."""
 
 
+class IncompleteFileError(Exception):
+    """A partial file shorter (or longer) than the file it should hold."""
+
+
 class AtomicFSFilesStore:
-    """Scrapy's FSFilesStore, made safe: write to .part-<random>, fsync, rename; refuse
-    paths outside the store; remember checksums so a re-run does not hash every file."""
+    """Scrapy's FSFilesStore, made safe: write in .xkcdcrawl/partial/, fsync, rename; refuse
+    paths outside the store; remember checksums so a re-run does not hash every file.
+
+    Two kinds of files wait in the partial folder. A small body, whole in memory, is written
+    to ``<random>.tmp`` and renamed at once. A streamed body goes to ``<key>.part``, named
+    after its store path so that a later run finds it and resumes it, with what it needs
+    for that in ``<key>.json`` (xkcdcrawl.bodyfile.PartialState).
+    """
 
     def __init__(self, basedir: str | os.PathLike[str]):
         self.basedir = str(basedir).split("://", 1)[-1]  # FILES_STORE may be file:///path
         self.root = Path(self.basedir).resolve()
         # Files are written here, then renamed into place: a killed crawl leaves its partial
-        # files out of sight. Another crawl may be writing into the same store: only old ones go.
+        # files out of sight. Another worker may be writing into the same store: only old ones go.
         self.partial = self.root / ".xkcdcrawl" / "partial"
         self.partial.mkdir(parents=True, exist_ok=True)
-        _remove_older_than(self.partial, STALE_PARTIAL)
+        _remove_older_than(self.partial, STALE_PARTIAL, "*.tmp")
 
     def persist_file(
         self,
@@ -49,7 +59,7 @@ class AtomicFSFilesStore:
         meta: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Deferred[str]:
-        """Store the file; fires with its MD5 checksum."""
+        """Store the file; fires with its sha256 checksum."""
         # In a thread: hashing and fsync take milliseconds, the reactor must not wait for them.
         return deferToThread(self._persist, path, buf)
 
@@ -57,18 +67,58 @@ class AtomicFSFilesStore:
         target = self.resolve(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.resolve(path)  # again: a symlinked folder may have been created meanwhile
-        part = self.partial / f"{secrets.token_hex(8)}.part"
+        part = self.partial / f"{secrets.token_hex(8)}.tmp"
         try:
             with part.open("xb") as out:
                 out.write(buf.getbuffer())
                 out.flush()
                 os.fsync(out.fileno())
-            checksum = hashlib.md5(buf.getbuffer()).hexdigest()
+            checksum = hashlib.sha256(buf.getbuffer()).hexdigest()
             _remember_checksum(part, checksum)
             part.replace(target)  # atomic: same file system
         finally:
             part.unlink(missing_ok=True)
         return checksum
+
+    def partial_for(self, path: str) -> tuple[Path, Path]:
+        """The resumable partial file of a store path, and its resume record."""
+        key = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        return self.partial / f"{key}.part", self.partial / f"{key}.json"
+
+    def finalize(self, part: Path, path: str, length: int | None, digest: str | None) -> Deferred[str]:
+        """Move a streamed partial file into place once it is whole; fires with its sha256."""
+        return deferToThread(self._finalize, part, path, length, digest)
+
+    def _finalize(self, part: Path, path: str, length: int | None, digest: str | None) -> str:
+        target = self.resolve(path)
+        with part.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if length is not None and size != length:
+                # Kept: the next try asks for the rest.
+                raise IncompleteFileError(f"short body: {size} of {length} bytes")
+            if digest is None:  # resumed or fetched in ranges: not hashed on the way
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            os.fsync(f.fileno())
+        _remember_checksum(part, digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.resolve(path)  # again: a symlinked folder may have been created meanwhile
+        part.replace(target)
+        part.with_suffix(".json").unlink(missing_ok=True)
+        return digest
+
+    def discard(self, part: Path) -> None:
+        """Forget a partial file that cannot be resumed."""
+        part.unlink(missing_ok=True)
+        part.with_suffix(".json").unlink(missing_ok=True)
+
+    def sweep(self, before: float, keep: set[Path]) -> None:
+        """Remove the partial files nobody resumed: untouched since `before`, and not kept."""
+        for entry in os.scandir(self.partial):
+            path = Path(entry.path)
+            if path.suffix in {".part", ".json"} and path.with_suffix(".part") not in keep:
+                with suppress(OSError):
+                    if entry.stat().st_mtime < before:
+                        path.unlink()
 
     def stat_file(self, path: str | os.PathLike[str], info: MediaPipeline.SpiderInfo) -> Deferred[StatInfo]:
         return deferToThread(self._stat, path)  # may hash a file stored without our checksum
@@ -79,7 +129,7 @@ class AtomicFSFilesStore:
             stat = target.stat()
         except (OSError, OutsideStoreError):
             return {}
-        checksum = _recall_checksum(target, stat) or _md5_file(target)
+        checksum = _recall_checksum(target, stat) or _sha256_file(target)
         return {"last_modified": stat.st_mtime, "checksum": checksum}
 
     def resolve(self, path: str | os.PathLike[str]) -> Path:
@@ -90,9 +140,9 @@ class AtomicFSFilesStore:
         return target
 
 
-def _md5_file(path: Path) -> str:
+def _sha256_file(path: Path) -> str:
     with path.open("rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _remember_checksum(path: Path, checksum: str) -> None:
@@ -109,9 +159,9 @@ def _recall_checksum(path: Path, stat: os.stat_result) -> str | None:
     return checksum if (int(size), int(mtime)) == (stat.st_size, stat.st_mtime_ns) else None
 
 
-def _remove_older_than(folder: Path, seconds: float) -> None:
+def _remove_older_than(folder: Path, seconds: float, pattern: str) -> None:
     cutoff = time.time() - seconds
-    for entry in os.scandir(folder):
+    for path in folder.glob(pattern):
         with suppress(OSError):
-            if entry.stat().st_mtime < cutoff:
-                Path(entry.path).unlink()
+            if path.stat().st_mtime < cutoff:
+                path.unlink()

@@ -1,0 +1,201 @@
+"""Writing a response body into its partial file as it arrives, off the reactor thread.
+
+One writer thread takes every chunk of every streamed body, in order, writes it at its
+offset and hashes it (hashlib and os.pwrite release the GIL, so this runs beside the
+reactor on a second core). The reactor thread only queues chunks, and pauses the
+connections while more than ``HIGH_WATER`` bytes wait: memory stays flat whatever the
+size of the files.
+
+Next to a partial file ``<key>.part`` lies ``<key>.json``, what a later run needs to
+resume it: the URL, the validator (ETag, else Last-Modified) for ``If-Range``, the full
+length and, for a file fetched in parallel ranges, how much of each range is on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+HIGH_WATER = 8 << 20  # bytes queued for the disk before the connections pause
+LOW_WATER = 2 << 20  # and resume
+STATE_EVERY = 1.0  # seconds between two records of a segmented file's progress
+
+
+@dataclass
+class PartialState:
+    """What a run leaves next to a partial file so that the next one can resume it."""
+
+    url: str
+    validator: str | None  # ETag (strong) or Last-Modified: If-Range
+    length: int | None  # the whole file's
+    # Parallel ranges: [start, end (inclusive), bytes of it on disk]
+    segments: list[list[int]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> PartialState | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(str(data["url"]), data["validator"], data["length"], list(data.get("segments") or []))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, path: Path) -> None:
+        temp = path.with_name(path.name + ".tmp")
+        temp.write_text(json.dumps(asdict(self)), encoding="utf-8")
+        temp.replace(path)
+
+
+class DiskError(Exception):
+    """The body could not be written to its partial file (a full disk...)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(f"cannot write the file: {error.strerror or error}")
+        self.error = error
+
+
+class BodyFile:
+    """One body, or one range of it, being written into a partial file from ``offset``."""
+
+    def __init__(self, path: Path, offset: int, *, truncate: bool, hashing: bool) -> None:
+        self.path = path
+        self.start = offset
+        self.position = offset  # where the next queued chunk goes
+        self.written = 0  # bytes on disk (writer thread)
+        self.queued = 0  # bytes handed over (reactor thread)
+        self.hasher = hashlib.sha256() if hashing else None
+        self.error: OSError | None = None
+        self.state: PartialState | None = None  # saved with the progress of `segment`
+        self.state_path: Path | None = None
+        self.segment: list[int] | None = None
+        self._state_saved = 0.0
+        self._flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+        self.fd: int | None = None
+
+    # Writer thread: opening there too keeps a truncation behind the writes queued before it.
+
+    def _write(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.path, self._flags, 0o644)
+            view = memoryview(data)
+            while view:
+                done = os.pwrite(self.fd, view, self.start + self.written)
+                view = view[done:]
+                self.written += done
+        except OSError as error:
+            self.error = error
+            return
+        if self.hasher is not None:
+            self.hasher.update(data)
+        if self.segment is not None and time.monotonic() - self._state_saved > STATE_EVERY:
+            self._save_state()
+
+    def _save_state(self) -> None:
+        assert self.state is not None
+        assert self.state_path is not None
+        assert self.segment is not None
+        self.segment[2] = self.start + self.written - self.segment[0]
+        self._state_saved = time.monotonic()
+        with contextlib.suppress(OSError):
+            self.state.save(self.state_path)
+
+    def _close(self) -> None:
+        if self.fd is None and self.error is None:
+            # An empty body still makes its (empty) file.
+            try:
+                self.fd = os.open(self.path, self._flags, 0o644)
+            except OSError as error:
+                self.error = error
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+        if self.segment is not None:
+            self._save_state()
+
+    @property
+    def digest(self) -> str | None:
+        """sha256 of the bytes written, when they are the whole file from its first byte."""
+        return self.hasher.hexdigest() if self.hasher is not None and self.start == 0 else None
+
+
+class DiskWriter:
+    """The thread that writes (and hashes) every streamed body, chunk by chunk, in order."""
+
+    def __init__(self, call_in_reactor: Callable[..., Any]) -> None:
+        self._call_in_reactor = call_in_reactor
+        self._tasks: queue.SimpleQueue[tuple[BodyFile, bytes | None, Callable[[], None] | None]] = (
+            queue.SimpleQueue()
+        )
+        self._queued = 0  # reactor thread
+        self._written = 0  # writer thread
+        self._paused: list[Callable[[], None]] = []  # resume callbacks, reactor thread
+        self._resuming = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def backlog(self) -> int:
+        return self._queued - self._written
+
+    def write(self, body: BodyFile, data: bytes) -> None:
+        self._start()
+        body.queued += len(data)
+        body.position += len(data)
+        self._queued += len(data)
+        self._tasks.put((body, data, None))
+
+    def close(self, body: BodyFile, then: Callable[[], None]) -> None:
+        """Close the file once every chunk queued for it is written; then `then()` in the reactor."""
+        self._start()
+        self._tasks.put((body, None, then))
+
+    def pause_until_drained(self, resume: Callable[[], None]) -> None:
+        self._paused.append(resume)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._tasks.put((None, None, None))  # type: ignore[arg-type]
+            self._thread.join(timeout=60)
+            self._thread = None
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="xkcdcrawl-writer", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            body, data, then = self._tasks.get()
+            if body is None:
+                return
+            if data is not None:
+                body._write(data)
+                self._written += len(data)
+                if self._paused and not self._resuming and self.backlog < LOW_WATER:
+                    self._resuming = True
+                    self._call_in_reactor(self._resume)
+            else:
+                body._close()
+                assert then is not None
+                self._call_in_reactor(then)
+
+    def _resume(self) -> None:
+        self._resuming = False
+        if self.backlog >= LOW_WATER:
+            return
+        paused, self._paused = self._paused, []
+        for resume in paused:
+            resume()

@@ -124,11 +124,13 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-def nginx_server_block(port: int, root: Path, delay_s: float | None) -> str:
+def nginx_server_block(port: int, root: Path, delay_s: float | None, limit_rate: str | None = None) -> str:
     # Debian's nginx lacks OpenResty's delayed-events patch: ngx.sleep(0) logs a warning on every request,
     # so a 0 ms server runs the same Lua handler and skips the sleep.
     lua = f"local delay = {delay_s or 0.0:.6f} if delay > 0 then ngx.sleep(delay) end"
     access = "" if delay_s is None else f"access_by_lua_block {{ {lua} }}"
+    # A per-connection rate limit, as many mirrors and CDNs have: what parallel ranges are for.
+    access += f" limit_rate {limit_rate};" if limit_rate else ""
     return f"""
   server {{
     listen 127.0.0.1:{port} backlog=1024;
@@ -190,14 +192,19 @@ def start_proxy(stack: contextlib.ExitStack, work: Path, upstream: int, delay_ms
     return int(line[1])
 
 
-def start_server(stack: contextlib.ExitStack, work: Path, data: Path, delay_ms: float, mode: str) -> Endpoints:
+def start_server(
+    stack: contextlib.ExitStack, work: Path, data: Path, delay_ms: float, mode: str, limit_rate: str | None = None
+) -> Endpoints:
     nginx = find_nginx()
     assert nginx is not None
     direct = free_port()
-    blocks = [nginx_server_block(direct, data, None)]
+    blocks = [nginx_server_block(direct, data, None, limit_rate)]
     if mode == "lua":
         zero, bench = free_port(), free_port()
-        blocks += [nginx_server_block(zero, data, 0.0), nginx_server_block(bench, data, delay_ms / 1000.0)]
+        blocks += [
+            nginx_server_block(zero, data, 0.0, limit_rate),
+            nginx_server_block(bench, data, delay_ms / 1000.0, limit_rate),
+        ]
     conf = work / "nginx.conf"
     conf.write_text(nginx_conf(work, blocks, lua=mode == "lua"))
     argv = [nginx, "-p", str(work), "-c", str(conf), "-e", str(work / "nginx-error.log")]
@@ -255,6 +262,7 @@ class Ctx:
     inputs: Inputs
     template: str
     python: str
+    segments: int = 0  # parallel ranges per file for the tools that can (0: each tool's default)
 
 
 @dataclass(frozen=True)
@@ -273,8 +281,9 @@ def wget_argv(ctx: Ctx, out: Path, *extra: str) -> list[str]:
 
 
 def aria2_argv(ctx: Ctx, out: Path) -> list[str]:
+    split = str(ctx.segments or 1)
     return [
-        "aria2c", "-j", str(ctx.jobs), "-x", "1", "-s", "1", "-i", str(ctx.inputs.aria2), "-d", str(out),
+        "aria2c", "-j", str(ctx.jobs), "-x", split, "-s", split, "-i", str(ctx.inputs.aria2), "-d", str(out),
         "--file-allocation=none", "--auto-file-renaming=false", "--allow-overwrite=true",
         "--summary-interval=0", "--console-log-level=warn", "--quiet=true",
     ]  # fmt: skip
@@ -290,7 +299,8 @@ def curl_argv(ctx: Ctx, out: Path) -> list[str]:
 def lftp_argv(ctx: Ctx, out: Path) -> list[str]:
     script = (
         "set cmd:fail-exit yes; set net:max-retries 2; set net:timeout 30; set xfer:clobber on; "
-        f"open {ctx.base}/; mirror --parallel={ctx.jobs} --no-perms --ignore-time . {shlex.quote(str(out))}"
+        f"open {ctx.base}/; mirror --parallel={ctx.jobs} --no-perms --ignore-time"
+        f"{f' --use-pget-n={ctx.segments}' if ctx.segments else ''} . {shlex.quote(str(out))}"
     )
     return ["lftp", "-c", script]
 
@@ -299,6 +309,7 @@ def rclone_argv(ctx: Ctx, out: Path) -> list[str]:
     return [
         "rclone", "copy", "--http-url", ctx.base + "/", ":http:", str(out), "--http-no-head",
         "--transfers", str(ctx.jobs), "--checkers", str(ctx.jobs), "--config", "", "-q",
+        *(["--multi-thread-streams", str(ctx.segments), "--multi-thread-cutoff", "64Mi"] if ctx.segments else []),
     ]  # fmt: skip
 
 
@@ -309,7 +320,8 @@ def threadpool_argv(ctx: Ctx, out: Path) -> list[str]:
 def xkcdcrawl_argv(ctx: Ctx, out: Path) -> list[str]:
     scrapy = REPO / ".venv" / "bin" / "scrapy"
     fields = {"scrapy": str(scrapy), "base": ctx.base, "out": str(out), "jobs": str(ctx.jobs)}
-    return shlex.split(ctx.template.format(**{k: shlex.quote(v) for k, v in fields.items()}))
+    argv = shlex.split(ctx.template.format(**{k: shlex.quote(v) for k, v in fields.items()}))
+    return [*argv, "-s", f"XKCDCRAWL_SPLIT_PARTS={ctx.segments}"] if ctx.segments else argv
 
 
 def scrapy_version_argv(ctx: Ctx, out: Path) -> list[str]:
@@ -727,6 +739,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="lua: nginx access_by_lua ngx.sleep (needs libnginx-mod-http-lua); proxy: delay_proxy.py "
                         "in front of nginx; auto: lua when installed (default)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=8, help="parallel transfers for every tool (default 8)")
+    p.add_argument("--limit-rate", help="nginx limit_rate per connection, e.g. 32m (default: none)")
+    p.add_argument("--segments", type=int, default=0,
+                   help="parallel ranges per file: aria2c -x/-s, lftp --use-pget-n, rclone --multi-thread-streams, "
+                        "xkcdcrawl XKCDCRAWL_SPLIT_PARTS (default: each tool's own)")  # fmt: skip
     p.add_argument("--repeat", type=int, default=3, help="runs per tool; the median is reported (default 3)")
     p.add_argument(
         "--only", action="append", default=[], help=f"run only these (comma list of {', '.join(TOOL_NAMES)})"
@@ -835,9 +851,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with work_dir(args) as work, contextlib.ExitStack() as stack:
         dataset = generate_dataset(work / "data", args)
-        endpoints = start_server(stack, work, dataset.root, args.delay_ms, mode)
+        endpoints = start_server(stack, work, dataset.root, args.delay_ms, mode, args.limit_rate)
         inputs = write_inputs(work, endpoints.bench, dataset)
-        ctx = Ctx(endpoints.bench, args.jobs, inputs, args.xkcdcrawl_cmd, sys.executable)
+        ctx = Ctx(endpoints.bench, args.jobs, inputs, args.xkcdcrawl_cmd, sys.executable, args.segments)
         tools, skipped = select_tools(args, ctx)
         env = Env(dataset, endpoints, args.delay_ms, args.timeout)
         env_info = environment(tools, endpoints)

@@ -7,8 +7,8 @@ request whose meta has ``body_file`` (a path) gets its body written there and an
 - A body of a file request is streamed when it is worth it: at least ``STREAM_MIN``
   bytes, or of unknown length, or the rest of a file. A smaller one is read into memory
   as Scrapy does, and the pipeline writes it in one go.
-- Resume: when the partial file has data and ``body_file_state`` says which version of
-  the file it holds, the request asks for the rest (``Range``) of that version only
+- Resume: when ``body_file_resumable`` is set, the partial file has data and
+  ``body_file_state`` says which version of the file it holds, the request asks for the rest (``Range``) of that version only
   (``If-Range``). 206 appends; 200 (another version, or no range support) starts over.
   Every retry of a cut download resumes the same way.
 - Parallel ranges: with ``body_file_split = (threshold, parts)``, a body of at least
@@ -98,8 +98,8 @@ def resume_from(request: Request) -> None:
             request.headers[b"If-Range"] = request.meta["body_file_validator"].encode("latin-1")
         return
     state_path = request.meta.get("body_file_state")
-    if not state_path:
-        return
+    if not state_path or not request.meta.get("body_file_resumable"):
+        return  # no partial file to look for: no system call for it in the reactor thread
     try:
         size = Path(request.meta["body_file"]).stat().st_size
     except OSError:
@@ -217,6 +217,7 @@ class _StreamingAgent(_ScrapyAgent):
             limit = size
         if state_path:
             state.save(Path(state_path))
+            request.meta["body_file_resumable"] = True  # for its retries
         request.meta["body_file_result"] = BodyResult(start, 0, total, None, state)
         return body, limit
 

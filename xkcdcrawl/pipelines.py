@@ -84,10 +84,14 @@ class NamedFilesPipeline(FilesPipeline):
         *,
         item: Any = None,
     ) -> str:
+        # Asked four times a file (before, while and after the download): worked out once.
+        if (known_path := request.meta.get("store_path")) is not None:
+            return str(known_path)
         path = store_path(request.url, item)
         adapter = ItemAdapter(item)
         named = adapter.get("name") is not None
         if not needs_response_name(request.url, path, named, adapter.get("draw")):
+            request.meta["store_path"] = path
             return path
         # Scrapy asks for the path before downloading, to skip stored files: the name
         # the response gave last time is in the name book, and stays the name.
@@ -119,6 +123,7 @@ class NamedFilesPipeline(FilesPipeline):
         self.split = (settings.getint("XKCDCRAWL_SPLIT_SIZE"), parts) if parts > 1 else None
         self.started = time.time()
         self.unfinished: set[Path] = set()  # partial files kept for the next run to resume
+        self.resumable = self.fs.resumable() if self.fs is not None else set()  # left by earlier runs
 
     def close_spider(self, spider: Any = None) -> None:
         self.names.close()
@@ -142,6 +147,7 @@ class NamedFilesPipeline(FilesPipeline):
         request.meta.update(
             body_file=str(part),
             body_file_state=str(state),
+            body_file_resumable=state.name in self.resumable,
             body_file_split=self.split,
             download_maxsize=self.files_maxsize,  # DOWNLOAD_MAXSIZE caps pages, not files
             download_warnsize=0,
@@ -264,9 +270,9 @@ class NamedFilesPipeline(FilesPipeline):
 
     async def _resume_ranges(self, request: Request, info: MediaPipeline.SpiderInfo, item: Any) -> FileInfo | None:
         """A file an earlier run fetched in ranges, and left unfinished: only its missing ranges."""
-        state_path = request.meta.get("body_file_state")
         # (a small read of a file that is seldom there: not worth a thread)
-        state = PartialState.load(Path(state_path)) if state_path else None
+        resumable = request.meta.get("body_file_resumable")
+        state = PartialState.load(Path(request.meta["body_file_state"])) if resumable else None
         if state is None or not state.segments or not state.validator:
             return None
         self._modify_media_request(request)

@@ -80,6 +80,10 @@ class AtomicFSFilesStore:
             part.unlink(missing_ok=True)
         return checksum
 
+    def resumable(self) -> set[str]:
+        """The names of the resume records in the partial folder now: one look, not one a file."""
+        return {entry.name for entry in os.scandir(self.partial) if entry.name.endswith(".json")}
+
     def partial_for(self, path: str) -> tuple[Path, Path]:
         """The resumable partial file of a store path, and its resume record."""
         key = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32]

@@ -291,3 +291,28 @@ def test_files_are_not_capped_by_download_maxsize_but_by_their_own_setting(
     assert capped.returncode == 1
     assert "larger than download max size (1000000)" in capped.items()[0]["files"][0]["reason"]
     assert json.dumps(capped.items()).count("failed") == 1
+
+
+def test_a_listed_file_redirected_to_another_host_is_streamed_there(tmp_path: Path) -> None:
+    """The start host bounds the pages; a listed file is fetched wherever it redirects (a CDN, a mirror)."""
+    root, log, store = tmp_path / "root", tmp_path / "access.log", tmp_path / "store"
+    (root / "real").mkdir(parents=True)
+    expected = pattern_file(root / "real" / "a.bin", 2 * MiB, "moved")
+    (root / "a.bin").write_bytes(b"listed here, served elsewhere")
+    # a.bin answers 302 to the same server under another name: another host to the crawler.
+    moved = "location = /a.bin { return 302 http://localhost:$server_port/real/a.bin; }"
+    with nginx(root, access_log=log, locations=moved) as url:
+        run = subprocess.run(
+            [sys.executable, "-m", "scrapy", "crawl", "listing", "-a", f"url={url}", "-a", "depth=0"]
+            + ["-s", f"FILES_STORE={store}", *FAST],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert run.returncode == 0, run.stderr
+    assert sha256(store / "127.0.0.1" / "a.bin") == expected  # under the listed name
+    assert access(log, "/a.bin") == [(302, "-", access(log, "/a.bin")[0][2])]
+    assert [status for status, _, _ in access(log, "/real/a.bin")] == [200]
+    assert "Filtered offsite" not in run.stderr
+

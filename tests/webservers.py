@@ -38,16 +38,18 @@ def find_binary(name: str) -> str | None:
 
 
 @contextmanager
-def nginx(root: Path, *, access_log: Path | None = None, limit_rate: str | None = None) -> Iterator[str]:
+def nginx(
+    root: Path, *, access_log: Path | None = None, limit_rate: str | None = None, locations: str = ""
+) -> Iterator[str]:
     """nginx with autoindex on, serving root; yields its base URL.
 
     access_log: one line per request, `<uri> <status> <Range header or -> <bytes sent>`;
-    limit_rate: nginx's per-connection rate limit (e.g. "32m").
+    limit_rate: nginx's per-connection rate limit (e.g. "32m"); locations: more location blocks.
     """
     with _workdir("nginx") as work:
         port = free_port()
         conf = work / "nginx.conf"
-        conf.write_text(_nginx_conf(root, work, port, access_log, limit_rate), encoding="utf-8")
+        conf.write_text(_nginx_conf(root, work, port, access_log, limit_rate, locations), encoding="utf-8")
         # -e: the error log to use before the config is read (default is under /var/log).
         argv = [_binary("nginx"), "-p", f"{work}/", "-e", str(work / "error.log"), "-c", str(conf)]
         with _running(argv, work, port) as url:
@@ -97,7 +99,9 @@ def python_http_server(root: Path) -> Iterator[str]:
 # ---------------------------------------------------------------- configs
 
 
-def _nginx_conf(root: Path, work: Path, port: int, access_log: Path | None, limit_rate: str | None) -> str:
+def _nginx_conf(
+    root: Path, work: Path, port: int, access_log: Path | None, limit_rate: str | None, locations: str
+) -> str:
     # master_process off: one process, so stopping its PID leaves no orphan
     # worker; it also keeps the starting user (no switch to nobody, who could
     # not read a 0700 tmp_path), so no `user` directive is needed.
@@ -122,6 +126,7 @@ http {{
         server_name 127.0.0.1;
         root "{root}";
         location / {{ autoindex on; }}
+        {locations}
     }}
 }}
 """

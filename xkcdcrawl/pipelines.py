@@ -184,7 +184,8 @@ class NamedFilesPipeline(FilesPipeline):
     async def _streamed(self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, item: Any) -> FileInfo:
         """A body StreamingDownloadHandler wrote to the partial file: completed, verified, moved into place."""
         part = Path(request.meta["body_file"])
-        result: BodyResult = request.meta["body_file_result"]
+        # On the request that was sent last: a redirect or a retry is a copy of this one.
+        result: BodyResult = response.meta["body_file_result"]
         if "segment" in response.flags:
             await self._fetch_ranges(request, result)
         path = self.file_path(request, response=response, info=info, item=item)

@@ -19,7 +19,8 @@ can serve every case of a crawl:
 ``/disposition/<name>?filename=X``      ok + Content-Disposition naming X
 ``/random/<w>/<h>``                     a different random PNG every time
 ``/same/<w>/<h>``                       the same PNG every time
-``/range/<name>?version=V&rate=B&cut=K``  Range/If-Range/ETag, throttled, cut after K
+``/range/<name>?version=V&rate=B&cut=K``  Range/If-Range/ETag, throttled, cut after K;
+                                        ``digest=sha256|md5|bad``: a digest header
 anything else, ``/robots.txt``          404
 ======================================  =======================================
 
@@ -39,6 +40,7 @@ that has its response can never observe it still counted.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import functools
@@ -529,6 +531,13 @@ def _range(handler: _Handler, request: Request) -> None:
     part = body[start : end + 1]
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(part))}
     headers |= {"ETag": etag, "Accept-Ranges": "bytes"}
+    # digest=sha256|md5|bad: what the server says the whole file is (RFC 9530, Content-MD5).
+    kind = request.query.get("digest")
+    if kind in ("sha256", "bad"):
+        digest = hashlib.sha256(body if kind == "sha256" else b"another file").digest()
+        headers["Repr-Digest"] = f"sha-256=:{base64.b64encode(digest).decode()}:"
+    elif kind == "md5":
+        headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
     handler.start(status, headers)

@@ -73,8 +73,8 @@ async def test_finalize_moves_a_whole_file_and_refuses_a_short_one(tmp_path: Pat
     part.write_bytes(b"12345")
     state.write_text("{}")
     with pytest.raises(IncompleteFileError, match="short body: 5 of 6 bytes"):
-        await store.finalize(part, "d/f.bin", 6, None)
+        await store.finalize(part, "d/f.bin", 6, {}, {})
     assert part.exists()  # kept for the next try
-    assert await store.finalize(part, "d/f.bin", 5, None) == hashlib.sha256(b"12345").hexdigest()
+    assert await store.finalize(part, "d/f.bin", 5, {}, {}) == hashlib.sha256(b"12345").hexdigest()
     assert (tmp_path / "d" / "f.bin").read_bytes() == b"12345"
     assert list(store.partial.iterdir()) == []

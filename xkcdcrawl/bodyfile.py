@@ -67,13 +67,13 @@ class DiskError(Exception):
 class BodyFile:
     """One body, or one range of it, being written into a partial file from ``offset``."""
 
-    def __init__(self, path: Path, offset: int, *, truncate: bool, hashing: bool) -> None:
+    def __init__(self, path: Path, offset: int, *, truncate: bool, algorithms: tuple[str, ...] = ()) -> None:
         self.path = path
         self.start = offset
         self.position = offset  # where the next queued chunk goes
         self.written = 0  # bytes on disk (writer thread)
         self.queued = 0  # bytes handed over (reactor thread)
-        self.hasher = hashlib.sha256() if hashing else None
+        self.hashers = {name: hashlib.new(name) for name in algorithms}
         self.error: OSError | None = None
         self.state: PartialState | None = None  # saved with the progress of `segment`
         self.state_path: Path | None = None
@@ -98,8 +98,8 @@ class BodyFile:
         except OSError as error:
             self.error = error
             return
-        if self.hasher is not None:
-            self.hasher.update(data)
+        for hasher in self.hashers.values():
+            hasher.update(data)
         if self.segment is not None and time.monotonic() - self._state_saved > STATE_EVERY:
             self._save_state()
 
@@ -127,9 +127,9 @@ class BodyFile:
             self._save_state()
 
     @property
-    def digest(self) -> str | None:
-        """sha256 of the bytes written, when they are the whole file from its first byte."""
-        return self.hasher.hexdigest() if self.hasher is not None and self.start == 0 else None
+    def digests(self) -> dict[str, str]:
+        """{algorithm: hex digest} of the bytes written, when they are the whole file from its first byte."""
+        return {name: h.hexdigest() for name, h in self.hashers.items()} if self.start == 0 else {}
 
 
 class DiskWriter:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
@@ -44,6 +44,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from xkcdcrawl.bodyfile import HIGH_WATER, BodyFile, DiskError, DiskWriter, PartialState
+from xkcdcrawl.checksums import header_digests
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -66,8 +67,9 @@ class BodyResult:
     start: int  # offset of its first byte in the file
     written: int
     length: int | None  # the whole file's, when the server said it
-    digest: str | None  # sha256 of the whole file, when this response wrote all of it from 0
+    digests: dict[str, str]  # {algorithm: hex} of the whole file, when this response wrote all of it from 0
     state: PartialState | None  # the file's resume record (with its ranges, when split)
+    expected: dict[str, str] = field(default_factory=dict)  # what the server's digest headers say
 
 
 def validator(headers: Any) -> str | None:
@@ -197,13 +199,16 @@ class _StreamingAgent(_ScrapyAgent):
         span = request.meta.get("body_file_range")
         if span is not None:
             # One range of a split file: into its place, recorded in the file's shared state.
-            body = BodyFile(path, start, truncate=False, hashing=False)
+            body = BodyFile(path, start, truncate=False)
             if shared is not None and state_path:
                 segment = next(s for s in shared.segments if s[0] <= start <= s[1])
                 body.state, body.state_path, body.segment = shared, Path(state_path), segment
-            request.meta["body_file_result"] = BodyResult(start, 0, total, None, shared)
+            request.meta["body_file_result"] = BodyResult(start, 0, total, {}, shared, header_digests(headers))
             return body, span[1] - start + 1
-        body = BodyFile(path, start, truncate=status == 200, hashing=status == 200)
+        expected = header_digests(headers)
+        # Hashed on the way when written from its first byte: sha256, and what the server publishes.
+        algorithms = ("sha256", *(a for a in expected if a != "sha256")) if status == 200 else ()
+        body = BodyFile(path, start, truncate=status == 200, algorithms=algorithms)
         state = PartialState(request.url, validator(headers), total)
         limit = None
         split = request.meta.get("body_file_split")
@@ -211,14 +216,14 @@ class _StreamingAgent(_ScrapyAgent):
         if status == 200 and split and total is not None and total >= split[0] and state.validator and ranges:
             size = math.ceil(total / split[1])
             state.segments = [[a, min(total, a + size) - 1, 0] for a in range(0, total, size)]
-            body.hasher = None
+            body.hashers = {}
             body.state, body.segment = state, state.segments[0]
             body.state_path = Path(state_path) if state_path else None
             limit = size
         if state_path:
             state.save(Path(state_path))
             request.meta["body_file_resumable"] = True  # for its retries
-        request.meta["body_file_result"] = BodyResult(start, 0, total, None, state)
+        request.meta["body_file_result"] = BodyResult(start, 0, total, {}, state, expected)
         return body, limit
 
     @staticmethod
@@ -312,7 +317,7 @@ class _BodyFileReader(Protocol):
                 self._finished.errback(error)
             else:
                 result: BodyResult = self._request.meta["body_file_result"]
-                result.written, result.digest = self._body.written, self._body.digest
+                result.written, result.digests = self._body.written, self._body.digests
                 self._finished.callback(
                     {"txresponse": self._txresponse, "body": b"", "flags": ["streamed", *(flags or [])]}
                 )

@@ -33,5 +33,6 @@ class FileItem:
     name: str | None = None  # the spider's own name for it; None: the name in the URL
     path: str | None = None  # where it was listed, relative to the start URL
     draw: int | None = None  # which of `repeat` fetches of one URL
+    digests: dict[str, str] = field(default_factory=dict)  # what a checksum file says it is: {"sha256": hex}
     file_urls: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)

@@ -24,10 +24,11 @@ from twisted.python.failure import Failure
 
 from xkcdcrawl.archive import ledger
 from xkcdcrawl.bodyfile import DiskError, PartialState
+from xkcdcrawl.checksums import header_digests, mismatches
 from xkcdcrawl.errors import reason
 from xkcdcrawl.handlers import BodyResult, RangeRefused
 from xkcdcrawl.paths import disposition_name, has_extension, safe_relpath, safe_segment, type_extension, url_file_name
-from xkcdcrawl.stores import AtomicFSFilesStore, IncompleteFileError
+from xkcdcrawl.stores import AtomicFSFilesStore, ChecksumError, IncompleteFileError, digests_of
 
 if TYPE_CHECKING:
     from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
@@ -179,7 +180,17 @@ class NamedFilesPipeline(FilesPipeline):
         checksum: str = await ensure_awaitable(self.file_downloaded(response, request, info, item=item))
         self.inc_stats(status)
         path = self.file_path(request, response=response, info=info, item=item)
-        return {"url": request.url, "path": path, "checksum": checksum, "status": status}
+        return self._stored(request, path, checksum, status, self._expected(item, header_digests(response.headers)))
+
+    def _expected(self, item: Any, published: dict[str, str]) -> dict[str, str]:
+        """What the file must be: the listing's checksum files, then the server's digest headers."""
+        return {**published, **(ItemAdapter(item).get("digests") or {})}
+
+    def _stored(self, request: Request, path: str, checksum: str, status: str, verified: dict[str, str]) -> FileInfo:
+        info: dict[str, Any] = {"url": request.url, "path": path, "checksum": checksum, "status": status}
+        if verified:
+            info["verified"] = sorted(verified)  # checked against what the server published
+        return cast("FileInfo", info)
 
     async def _streamed(self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, item: Any) -> FileInfo:
         """A body StreamingDownloadHandler wrote to the partial file: completed, verified, moved into place."""
@@ -190,16 +201,17 @@ class NamedFilesPipeline(FilesPipeline):
             await self._fetch_ranges(request, result)
         path = self.file_path(request, response=response, info=info, item=item)
         # Hashed on the way when written in one go from its first byte; else read once, here.
-        digest = None if "segment" in response.flags else result.digest
+        digests = {} if "segment" in response.flags else result.digests
+        expected = self._expected(item, result.expected)
         assert self.fs is not None
         try:
-            checksum = await maybe_deferred_to_future(self.fs.finalize(part, path, result.length, digest))
+            checksum = await maybe_deferred_to_future(self.fs.finalize(part, path, result.length, digests, expected))
         except IncompleteFileError as error:
             raise FileException(str(error)) from None
         self.unfinished.discard(part)
         status = "downloaded"
         self.inc_stats(status)
-        return {"url": request.url, "path": path, "checksum": checksum, "status": status}
+        return self._stored(request, path, checksum, status, expected)
 
     async def _fetch_ranges(self, request: Request, result: BodyResult) -> None:
         """The other ranges of a split file, each a request of its own: the per-host limit counts them."""
@@ -240,11 +252,15 @@ class NamedFilesPipeline(FilesPipeline):
     async def file_downloaded(
         self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
     ) -> str:
-        if not isinstance(self.store, AtomicFSFilesStore):  # s3://, gs://, ftp://: Scrapy's way
-            return await ensure_awaitable(super().file_downloaded(response, request, info, item=item))
         path = self.file_path(request, response=response, info=info, item=item)
+        expected = self._expected(item, header_digests(response.headers))
+        if self.fs is None:  # s3://, gs://, ftp://: Scrapy's way, with our checksum
+            if problems := list(mismatches(expected, digests_of(response.body, expected))):
+                raise ChecksumError("checksum mismatch: " + "; ".join(problems))
+            await ensure_awaitable(self.store.persist_file(path, BytesIO(response.body), info))
+            return hashlib.sha256(response.body).hexdigest()
         # Scrapy would hash the body in the reactor thread, then the store again: once, in a thread.
-        return await maybe_deferred_to_future(self.store.persist_file(path, BytesIO(response.body), info))
+        return await maybe_deferred_to_future(self.fs.persist_verified(path, BytesIO(response.body), expected))
 
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> Any:
         # Not super(): its warning says "unknown-error"; _outcome() logs the real reason once.
@@ -262,7 +278,14 @@ class NamedFilesPipeline(FilesPipeline):
         try:
             if (resumed := await self._resume_ranges(request, info, item)) is not None:
                 return resumed
-            return await super()._check_media_to_download(request, info, item)
+            try:
+                return await super()._check_media_to_download(request, info, item)
+            except FileException as exc:
+                if not isinstance(exc.__cause__, ChecksumError):
+                    raise
+                # Corrupted on the way, or a stale copy on a mirror: once more, from scratch.
+                logger.warning("%s: %s, fetched again", request.url, exc.__cause__, extra={"spider": info.spider})
+                return await super()._check_media_to_download(request, info, item)
         except FileException as exc:
             # IgnoreRequest is policy (offsite, robots.txt) but also a redirect loop: a failure
             policy = isinstance(exc, _MediaRequestFiltered) and "redirect" not in str(exc).lower()
@@ -277,7 +300,7 @@ class NamedFilesPipeline(FilesPipeline):
         if state is None or not state.segments or not state.validator:
             return None
         self._modify_media_request(request)
-        result = BodyResult(0, 0, state.length, None, state)
+        result = BodyResult(0, 0, state.length, {}, state)
         try:
             await self._fetch_ranges(request, result)
             response = Response(state.url, flags=["streamed", "segment"], request=request)

@@ -8,11 +8,14 @@ import secrets
 import time
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from twisted.internet.threads import deferToThread
 
+from xkcdcrawl.checksums import mismatches
+
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from io import BytesIO
 
     from scrapy.pipelines.files import StatInfo
@@ -30,6 +33,10 @@ class OutsideStoreError(ValueError):
 
 class IncompleteFileError(Exception):
     """A partial file shorter (or longer) than the file it should hold."""
+
+
+class ChecksumError(Exception):
+    """A file that is not what the server's digest header or checksum file says it is."""
 
 
 class AtomicFSFilesStore:
@@ -63,7 +70,13 @@ class AtomicFSFilesStore:
         # In a thread: hashing and fsync take milliseconds, the reactor must not wait for them.
         return deferToThread(self._persist, path, buf)
 
-    def _persist(self, path: str | os.PathLike[str], buf: BytesIO) -> str:
+    def persist_verified(self, path: str, buf: BytesIO, expected: dict[str, str]) -> Deferred[str]:
+        """persist_file(), once the body has the digests the server published (ChecksumError if not)."""
+        return deferToThread(self._persist, path, buf, expected)
+
+    def _persist(self, path: str | os.PathLike[str], buf: BytesIO, expected: dict[str, str] | None = None) -> str:
+        if expected and (problems := list(mismatches(expected, digests_of(buf.getbuffer(), expected)))):
+            raise ChecksumError("checksum mismatch: " + "; ".join(problems))
         target = self.resolve(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.resolve(path)  # again: a symlinked folder may have been created meanwhile
@@ -89,20 +102,29 @@ class AtomicFSFilesStore:
         key = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
         return self.partial / f"{key}.part", self.partial / f"{key}.json"
 
-    def finalize(self, part: Path, path: str, length: int | None, digest: str | None) -> Deferred[str]:
-        """Move a streamed partial file into place once it is whole; fires with its sha256."""
-        return deferToThread(self._finalize, part, path, length, digest)
+    def finalize(
+        self, part: Path, path: str, length: int | None, digests: dict[str, str], expected: dict[str, str]
+    ) -> Deferred[str]:
+        """Move a streamed partial file into place once it is whole, and as the server said; fires with its sha256."""
+        return deferToThread(self._finalize, part, path, length, digests, expected)
 
-    def _finalize(self, part: Path, path: str, length: int | None, digest: str | None) -> str:
+    def _finalize(
+        self, part: Path, path: str, length: int | None, digests: dict[str, str], expected: dict[str, str]
+    ) -> str:
         target = self.resolve(path)
         with part.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
             if length is not None and size != length:
                 # Kept: the next try asks for the rest.
                 raise IncompleteFileError(f"short body: {size} of {length} bytes")
-            if digest is None:  # resumed or fetched in ranges: not hashed on the way
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            # Resumed or fetched in ranges: not hashed on the way, so read once, here.
+            if missing := [name for name in {"sha256", *expected} if name not in digests]:
+                digests = {**digests, **_file_digests(f, missing)}
+            if problems := list(mismatches(expected, digests)):
+                self.discard(part)  # a wrong file: the next try fetches it whole
+                raise ChecksumError("checksum mismatch: " + "; ".join(problems))
             os.fsync(f.fileno())
+        digest = digests["sha256"]
         _remember_checksum(part, digest)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.resolve(path)  # again: a symlinked folder may have been created meanwhile
@@ -142,6 +164,19 @@ class AtomicFSFilesStore:
         if target == self.root or not target.is_relative_to(self.root):
             raise OutsideStoreError(f"path {str(path)!r} resolves outside FILES_STORE")
         return target
+
+
+def digests_of(data: bytes | memoryview, algorithms: Iterable[str]) -> dict[str, str]:
+    return {name: hashlib.new(name, data).hexdigest() for name in algorithms}
+
+
+def _file_digests(f: BinaryIO, algorithms: list[str]) -> dict[str, str]:
+    f.seek(0)
+    hashers = {name: hashlib.new(name) for name in algorithms}
+    while chunk := f.read(1 << 20):
+        for hasher in hashers.values():
+            hasher.update(chunk)
+    return {name: h.hexdigest() for name, h in hashers.items()}
 
 
 def _sha256_file(path: Path) -> str:

@@ -1,0 +1,86 @@
+"""Checksums the server publishes: digest headers and checksum files, parsed; files checked against them end to end."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import TYPE_CHECKING
+
+import pytest
+from faultserver import FaultServer, file_body
+
+from xkcdcrawl.checksums import header_digests, parse_sums, sums_algorithm
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from conftest import Crawl
+
+FAST = ["-s", "XKCDCRAWL_RETRY_BACKOFF=0.1", "-s", "XKCDCRAWL_PROGRESS_INTERVAL=0"]
+BODY = b"the file"
+SHA256 = hashlib.sha256(BODY).hexdigest()
+B64_SHA256 = base64.b64encode(hashlib.sha256(BODY).digest()).decode()
+B64_MD5 = base64.b64encode(hashlib.md5(BODY).digest()).decode()
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({b"Repr-Digest": f"sha-256=:{B64_SHA256}:".encode()}, {"sha256": SHA256}),
+        ({b"Digest": f"SHA-256={B64_SHA256}".encode()}, {"sha256": SHA256}),
+        ({b"Content-MD5": B64_MD5.encode()}, {"md5": hashlib.md5(BODY).hexdigest()}),
+        ({b"Repr-Digest": f"unixsum=:12:, sha-256=:{B64_SHA256}:".encode()}, {"sha256": SHA256}),
+        ({b"Repr-Digest": b"sha-256=:not base64!:"}, {}),
+        ({b"Content-MD5": B64_SHA256.encode()}, {}),  # the wrong length for an md5
+        ({}, {}),
+    ],
+)
+def test_header_digests(headers: dict[bytes, bytes], expected: dict[str, str]) -> None:
+    assert header_digests(headers) == expected
+
+
+def test_checksum_files_gnu_and_bsd_lines() -> None:
+    text = f"{SHA256}  a.iso\n{SHA256} *./b.bin\nSHA256 (c d.txt) = {SHA256}\nnot a line\n{'0' * 32}  md5-sized\n"
+    assert parse_sums(text, "sha256") == {"a.iso": SHA256, "b.bin": SHA256, "c d.txt": SHA256}
+    assert [sums_algorithm(n) for n in ("SHA256SUMS", "MD5SUMS", "x.iso.sha256", "x.md5", "x.iso")] == [
+        "sha256",
+        "md5",
+        "sha256",
+        "md5",
+        None,
+    ]
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    with FaultServer() as srv:
+        yield srv
+
+
+def urls_arg(tmp_path: Path, urls: list[str]) -> str:
+    listing = tmp_path / "urls.txt"
+    listing.write_text("".join(u + "\n" for u in urls), encoding="utf-8")
+    return f"file={listing}"
+
+
+@pytest.mark.parametrize("size", [5000, 3 << 20], ids=["in memory", "streamed"])
+def test_files_are_checked_against_the_digest_the_server_publishes(
+    tmp_path: Path, server: FaultServer, crawl: Crawl, size: int
+) -> None:
+    urls = [
+        server.url_for(f"/range/good.bin?size={size}&digest=sha256"),
+        server.url_for(f"/range/md5.bin?size={size}&digest=md5"),
+        server.url_for(f"/range/bad.bin?size={size}&digest=bad"),
+    ]
+    run = crawl("urls", "-a", urls_arg(tmp_path, urls), "-s", "XKCDCRAWL_SPLIT_PARTS=1", *FAST)
+    assert run.returncode == 1
+    assert run.stored() == {f"127.0.0.1/{n}.bin": file_body(f"{n}.bin@1", size) for n in ("good", "md5")}
+    files = {item["files"][0]["path"]: item["files"][0] for item in run.items()}
+    assert files["127.0.0.1/good.bin"]["verified"] == ["sha256"]
+    assert files["127.0.0.1/md5.bin"]["verified"] == ["md5"]
+    bad = files["127.0.0.1/bad.bin"]
+    assert bad["status"] == "failed"
+    assert "checksum mismatch: sha256 is" in bad["reason"]
+    assert server.hits["/range/bad.bin"] == 2  # fetched once more before it counts as failed
+    assert not list((run.store / ".xkcdcrawl" / "partial").iterdir())  # nothing of it kept

@@ -1,4 +1,4 @@
-"""xkcd comics through the JSON API, with the 2x image from each comic page."""
+"""xkcd comics through the JSON API; a comic page only for the 2x image or a missing image."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ class XkcdSpider(scrapy.Spider):
             self.crawler.stats.inc_value("xkcdcrawl/archive_skipped", skipped)
             self.logger.info("Skipped %d comics already complete (archive %s)", skipped, self.archive.path)
 
-    def parse_info(self, response: Response, num: int) -> Iterator[scrapy.Request]:
+    def parse_info(self, response: Response, num: int) -> Iterator[scrapy.Request | ComicItem]:
         if response.status == 404:  # 404 ("Not Found") is the one number xkcd skipped
             self.crawler.stats.inc_value("xkcdcrawl/comics_missing")
             self.logger.info("Comic %d does not exist (HTTP 404)", num)
@@ -162,9 +162,16 @@ class XkcdSpider(scrapy.Spider):
         except (ValueError, KeyError, TypeError) as error:
             log_error(self, "Comic %d: unreadable answer from %s: %s", num, response.url, reason(error))
             return
-        yield scrapy.Request(
-            item.page_url, callback=self.parse_page, errback=self.page_failed, cb_kwargs={"item": item}
-        )
+        if self.needs_page(item):
+            yield scrapy.Request(
+                item.page_url, callback=self.parse_page, errback=self.page_failed, cb_kwargs={"item": item}
+            )
+        else:
+            yield self.finish(with_page(item, NO_PAGE, hires=False))
+
+    def needs_page(self, item: ComicItem) -> bool:
+        """Only the page has the 2x image, and the image the API does not name (1608, 1663)."""
+        return self.args.hires or item.image_url is None
 
     def api_failed(self, failure: Failure) -> None:
         log_error(self, "Cannot read %s: %s", failure.request.url, reason(failure.value))  # type: ignore[attr-defined]

@@ -51,6 +51,27 @@ def test_second_run_makes_no_request_for_complete_comics(xkcd: Site, crawl: Craw
     assert again.items() == []
 
 
+def test_second_run_skips_the_comic_xkcd_never_had(xkcd: Site, crawl: Crawl) -> None:
+    args = xkcd_args(xkcd, "-a", "start=403", "-a", "end=405")
+    assert crawl(*args).returncode == 0
+    xkcd.hits.clear()
+    again = crawl(*args)
+    assert again.returncode == 0, again.stderr
+    assert [hit for hit in xkcd.hits if "robots.txt" not in hit] == []  # not even /404/info.0.json
+    assert "'xkcdcrawl/archive_skipped': 3" in again.stderr
+
+
+def test_a_404_past_the_newest_comic_is_asked_again(xkcd: Site, crawl: Crawl) -> None:
+    xkcd.newest = 2
+    args = xkcd_args(xkcd, "-a", "start=2", "-a", "end=3")
+    assert "Comic 3 does not exist (HTTP 404)" in crawl(*args).stderr
+    xkcd.newest = 3  # published since
+    again = crawl(*args)
+    assert again.returncode == 0, again.stderr
+    assert [item["num"] for item in again.items()] == [3]
+    assert "xkcd/island_color.jpg" in again.stored()
+
+
 def test_deleted_file_is_fetched_again(xkcd: Site, crawl: Crawl) -> None:
     args = xkcd_args(xkcd, "-a", "start=1", "-a", "end=2")
     first = crawl(*args)

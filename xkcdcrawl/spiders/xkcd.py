@@ -106,6 +106,8 @@ class XkcdSpider(scrapy.Spider):
         super().__init__()  # not **kwargs: Scrapy would set self.start = "1" over start()
         self.args = XkcdArgs.from_kwargs(kwargs)
         self.allowed_domains = [urlsplit(self.args.base_url).hostname or ""]
+        self.missing: set[int] = set()  # numbers that answered 404, until a later one exists
+        self.highest = 0  # the highest number that answered with a record
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -156,18 +158,30 @@ class XkcdSpider(scrapy.Spider):
         if response.status == 404:  # 404 ("Not Found") is the one number xkcd skipped
             self.crawler.stats.inc_value("xkcdcrawl/comics_missing")
             self.logger.info("Comic %d does not exist (HTTP 404)", num)
+            self.missing.add(num)
+            self.settle_missing()
             return
         try:
             item = comic_from_info(json.loads(response.body), f"{self.args.base_url}/{num}/")
         except (ValueError, KeyError, TypeError) as error:
             log_error(self, "Comic %d: unreadable answer from %s: %s", num, response.url, reason(error))
             return
+        self.highest = max(self.highest, num)
+        self.settle_missing()
         if self.needs_page(item):
             yield scrapy.Request(
                 item.page_url, callback=self.parse_page, errback=self.page_failed, cb_kwargs={"item": item}
             )
         else:
             yield self.finish(with_page(item, NO_PAGE, hires=False))
+
+    def settle_missing(self) -> None:
+        """A 404 below a comic that exists is gone for good (xkcd 404): the archive skips it next time."""
+        gone = {num for num in self.missing if num < self.highest}
+        self.missing -= gone
+        if self.archive is not None:
+            for num in gone:
+                self.archive.ledger.record(self.archive_key_for(num), [])
 
     def needs_page(self, item: ComicItem) -> bool:
         """Only the page has the 2x image, and the image the API does not name (1608, 1663)."""

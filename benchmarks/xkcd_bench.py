@@ -126,7 +126,7 @@ def tools(args: argparse.Namespace, site: str, origin: Site) -> list[Tool]:
         Tool(
             "xkcdcrawl",
             lambda out: [*xkcdcrawl_cmd, "-s", f"FILES_STORE={out}"],
-            lambda out: REPO,
+            lambda out: args.repo,
             lambda out: out / "xkcd",
             expected_images(range(1, args.last + 1), stored_by_spider),
         ),
@@ -203,6 +203,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     default_python = REPO / ".venv" / "bin" / "python"
     parser.add_argument("--python", default=str(default_python if default_python.exists() else sys.executable),
                         help="the Python with Scrapy and xkcdcrawl's requirements")  # fmt: skip
+    parser.add_argument("--repo", type=Path, default=REPO, help="the xkcdcrawl checkout to run (another commit, say)")
     parser.add_argument("--tutorial-python", default="/usr/bin/python3", help="a Python with requests and bs4")
     parser.add_argument("--out-root", type=Path, default=None, help="where the output folders go (default: a temp dir)")
     parser.add_argument("--timeout", type=float, default=600.0)

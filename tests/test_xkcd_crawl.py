@@ -51,6 +51,27 @@ def test_second_run_makes_no_request_for_complete_comics(xkcd: Site, crawl: Craw
     assert again.items() == []
 
 
+def test_second_run_skips_the_comic_xkcd_never_had(xkcd: Site, crawl: Crawl) -> None:
+    args = xkcd_args(xkcd, "-a", "start=403", "-a", "end=405")
+    assert crawl(*args).returncode == 0
+    xkcd.hits.clear()
+    again = crawl(*args)
+    assert again.returncode == 0, again.stderr
+    assert [hit for hit in xkcd.hits if "robots.txt" not in hit] == []  # not even /404/info.0.json
+    assert "'xkcdcrawl/archive_skipped': 3" in again.stderr
+
+
+def test_a_404_past_the_newest_comic_is_asked_again(xkcd: Site, crawl: Crawl) -> None:
+    xkcd.newest = 2
+    args = xkcd_args(xkcd, "-a", "start=2", "-a", "end=3")
+    assert "Comic 3 does not exist (HTTP 404)" in crawl(*args).stderr
+    xkcd.newest = 3  # published since
+    again = crawl(*args)
+    assert again.returncode == 0, again.stderr
+    assert [item["num"] for item in again.items()] == [3]
+    assert "xkcd/island_color.jpg" in again.stored()
+
+
 def test_deleted_file_is_fetched_again(xkcd: Site, crawl: Crawl) -> None:
     args = xkcd_args(xkcd, "-a", "start=1", "-a", "end=2")
     first = crawl(*args)
@@ -95,3 +116,52 @@ def test_broken_api_answers_are_errors_not_tracebacks(xkcd: Site, crawl: Crawl) 
     assert f"Comic 5: unreadable answer from {xkcd.origin}/5/info.0.json: JSONDecodeError" in run.stderr
     assert f"Cannot read {xkcd.origin}/6/info.0.json: HTTP 500" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def page_host_hits(site: Site) -> list[str]:
+    """What the crawl asked the page host (pages and API), robots.txt aside, in order."""
+    return sorted(hit for hit in site.hits if hit.startswith("site:") and hit != "site:/robots.txt")
+
+
+def test_a_comic_costs_one_request_on_the_page_host(xkcd: Site, crawl: Crawl) -> None:
+    run = crawl(*xkcd_args(xkcd, "-a", "start=302", "-a", "end=303"))
+    assert run.returncode == 0, run.stderr
+    assert page_host_hits(xkcd) == ["site:/302/info.0.json", "site:/303/info.0.json"]  # no /302/, /303/
+    assert sorted(hit for hit in xkcd.hits if hit.startswith("images:/comics/")) == [
+        "images:/comics/compiling.png",
+        "images:/comics/names.png",
+    ]
+    assert run.stored() == {f"xkcd/{n}": image_bytes(f"/comics/{n}") for n in ("names.png", "compiling.png")}
+    items = {item["num"]: item for item in run.items()}
+    assert items[302]["image_url"] == f"{xkcd.images}/comics/names.png"
+    assert items[302]["image_2x_url"] is None  # only a page read for hires=true gives it
+
+
+def test_hires_reads_the_page_for_the_2x_image(xkcd: Site, crawl: Crawl) -> None:
+    run = crawl(*xkcd_args(xkcd, "-a", "start=1898", "-a", "end=1898", "-a", "hires=true"))
+    assert run.returncode == 0, run.stderr
+    assert page_host_hits(xkcd) == ["site:/1898/", "site:/1898/info.0.json"]
+    assert [hit for hit in xkcd.hits if hit.startswith("images:/comics/")] == ["images:/comics/october_2017_2x.png"]
+
+
+def test_a_record_without_image_falls_back_to_the_page(xkcd: Site, crawl: Crawl) -> None:
+    # Comic 1's record gets 1608's bare-folder img; its real captured page still names the image.
+    xkcd.api[1] = {**xkcd.api[1], "img": xkcd.api[1608]["img"]}
+    run = crawl(*xkcd_args(xkcd, "-a", "start=1", "-a", "end=2"))
+    assert run.returncode == 0, run.stderr
+    assert page_host_hits(xkcd) == ["site:/1/", "site:/1/info.0.json", "site:/2/info.0.json"]
+    assert run.stored() == {
+        "xkcd/barrel_cropped_(1).jpg": image_bytes("/comics/barrel_cropped_(1).jpg"),
+        "xkcd/tree_cropped_(1).jpg": image_bytes("/comics/tree_cropped_(1).jpg"),
+    }
+
+
+def test_interactive_comic_is_looked_up_on_its_page(xkcd: Site, crawl: Crawl) -> None:
+    run = crawl(*xkcd_args(xkcd, "-a", "start=1607", "-a", "end=1609"))
+    assert run.returncode == 0, run.stderr
+    assert page_host_hits(xkcd) == [
+        "site:/1607/info.0.json",
+        "site:/1608/",
+        "site:/1608/info.0.json",
+        "site:/1609/info.0.json",
+    ]

@@ -17,8 +17,9 @@ class ComicItem:
     date: str  # ISO 8601, from the API's unpadded year/month/day
     page_url: str
     image_url: str | None  # None: an interactive comic with no static image
+    # Only the comic page gives it: None unless the page was read (hires, or no image in the API).
     image_2x_url: str | None = None
-    link: str = ""  # the API's link: often a large version of the comic
+    link: str = ""  # the API's link (often a large version), else the page's when it was read
     folder: str = "xkcd"
     file_urls: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +44,8 @@ class Command(ScrapyCrawl):
             if log_file := self.settings.get("LOG_FILE"):  # scrapyd's job log, where its users look
                 with Path(log_file).open("a", encoding="utf-8") as log:
                     log.write(line)
+            # The process ends here: see run().
+            gc.freeze()
             raise SystemExit(2) from None
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
@@ -53,6 +56,9 @@ class Command(ScrapyCrawl):
         crawler = self._create_crawler(args[0])
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()
+        # The process ends with this command: the collections at exit would walk every object
+        # of the crawl (0.1-0.2 s of each run here). Files and feeds are closed by now.
+        gc.freeze()
         failed = failures(crawler.stats) if crawler.stats else 0
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1

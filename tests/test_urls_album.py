@@ -43,9 +43,9 @@ def test_url_list_file_with_comments_and_a_bad_line(tmp_path: Path, server: Faul
     assert f"{listing} line 6: 'ftp://h/x.pdf' is not an http(s) URL, skipped" in run.stderr
     assert "2 bad URLs in the list" in run.stderr
     stored = run.stored()
-    assert stored["127.0.0.1/f1040.pdf"] == file_body("irs-pdf/f1040.pdf")
+    assert stored[f"{server.folder}/f1040.pdf"] == file_body("irs-pdf/f1040.pdf")
     assert file_body("irs-prior/f1040.pdf") in stored.values()  # same name, other folder: not overwritten
-    assert stored["127.0.0.1/fw4.pdf"] == file_body("fw4.pdf")
+    assert stored[f"{server.folder}/fw4.pdf"] == file_body("fw4.pdf")
     assert len(stored) == 3
 
 
@@ -54,8 +54,8 @@ def test_repeat_stores_each_draw_and_reports_identical_ones(server: FaultServer,
     run = crawl("urls", "-a", urls, "-a", "repeat=10", *QUIET)
     assert run.returncode == 0, run.stderr
     stored = run.stored()
-    randoms = {path: body for path, body in stored.items() if path.startswith("127.0.0.1/30-")}
-    assert sorted(randoms) == [f"127.0.0.1/30-{i:02d}.png" for i in range(1, 11)]  # type from Content-Type
+    randoms = {path: body for path, body in stored.items() if path.startswith(f"{server.folder}/30-")}
+    assert sorted(randoms) == [f"{server.folder}/30-{i:02d}.png" for i in range(1, 11)]  # type from Content-Type
     assert len(set(randoms.values())) == 10  # ten different images: no request was collapsed
     assert server.hits["/random/20/30"] == 10
     assert "'xkcdcrawl/identical_draws': 9" in run.stderr
@@ -71,7 +71,7 @@ def test_name_from_content_disposition_or_query(server: FaultServer, crawl: Craw
     ]
     run = crawl("urls", "-a", "urls=" + ",".join(urls), *QUIET)
     assert run.returncode == 0, run.stderr
-    assert run.stored() == {"127.0.0.1/report.pdf": file_body("get"), "127.0.0.1/bär.txt": file_body("get")}
+    assert run.stored() == {f"{server.folder}/{name}": file_body("get") for name in ("report.pdf", "bär.txt")}
     again = crawl("urls", "-a", "urls=" + ",".join(urls), *QUIET)
     assert "Files: 0 downloaded, 2 uptodate" in again.stderr
 
@@ -83,7 +83,7 @@ def test_same_name_with_different_queries_is_kept_apart(server: FaultServer, cra
     stored = run.stored()
     assert len(stored) == 2
     assert {file_body("download.php"), file_body("download.php", 10)} == set(stored.values())
-    assert "127.0.0.1/download.php" in stored  # the first keeps the URL's name, as curl -O would
+    assert f"{server.folder}/download.php" in stored  # the first keeps the URL's name, as curl -O would
 
 
 def test_empty_list_file(tmp_path: Path, crawl: Crawl) -> None:

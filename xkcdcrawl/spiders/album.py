@@ -13,7 +13,7 @@ from scrapy.http import TextResponse
 
 from xkcdcrawl.args import AlbumArgs
 from xkcdcrawl.items import FileItem
-from xkcdcrawl.paths import distinct_name, safe_segment, url_file_name
+from xkcdcrawl.paths import distinct_name, host_folder, safe_segment, url_file_name
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
@@ -33,10 +33,9 @@ def imgur_album_id(url: str) -> str | None:
 
 
 def album_folder(url: str) -> str:
-    """Where an album's images go: the last part of its URL, else its host."""
-    parts = urlsplit(url)
-    last = unquote(parts.path.rstrip("/").rpartition("/")[2])
-    return safe_segment(posixpath.splitext(last)[0] or parts.hostname or "album")
+    """Where an album's images go: the last part of its URL, else its host (and port)."""
+    last = unquote(urlsplit(url).path.rstrip("/").rpartition("/")[2], errors="surrogateescape")
+    return safe_segment(posixpath.splitext(last)[0]) if posixpath.splitext(last)[0] else host_folder(url)
 
 
 def _largest(srcset: str) -> str | None:

@@ -13,6 +13,7 @@ from xkcdcrawl.args import ListingArgs, globs
 from xkcdcrawl.errors import log_error, reason
 from xkcdcrawl.items import FileItem
 from xkcdcrawl.listing_parse import relative_path, split_listing
+from xkcdcrawl.paths import host_folder, readable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -22,11 +23,12 @@ if TYPE_CHECKING:
 
 
 def listed_file(url: str, root: str | None) -> FileItem:
-    """A listed file, stored as <host>/<its path on the server>."""
-    parts = urlsplit(url)
-    folder, _, name = unquote(parts.path, errors="surrogateescape").rpartition("/")
+    """A listed file, stored as <host>[_port]/<its path on the server>."""
+    folder, _, name = unquote(urlsplit(url).path, errors="surrogateescape").rpartition("/")
     path = relative_path(url, root) if root else name
-    return FileItem(url=url, folder=f"{parts.hostname}/{folder}", name=name, path=path, file_urls=[url])
+    # Names that are not UTF-8 (Latin-1, overlong sequences) as readable text, in the feed too.
+    path = "/".join(readable(part) for part in path.split("/"))
+    return FileItem(url=url, folder=f"{host_folder(url)}/{folder}", name=readable(name), path=path, file_urls=[url])
 
 
 def wanted(name: str, accept: tuple[str, ...], reject: tuple[str, ...]) -> bool:

@@ -13,7 +13,7 @@ from scrapy import signals
 
 from xkcdcrawl.args import UrlsArgs
 from xkcdcrawl.items import FileItem
-from xkcdcrawl.paths import distinct_name, url_file_name
+from xkcdcrawl.paths import distinct_name, host_folder, url_file_name
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 
 def file_items(url: str, repeat: int = 1) -> Iterator[FileItem]:
-    """The items for one URL: <host>/<file name>, numbered <stem>-01<ext>... for repeats."""
-    folder = urlsplit(url).hostname or "unknown-host"
+    """The items for one URL: <host>[_port]/<file name>, numbered <stem>-01<ext>... for repeats."""
+    folder = host_folder(url)
     if repeat == 1:
         yield FileItem(url=url, folder=folder, file_urls=[url])
         return

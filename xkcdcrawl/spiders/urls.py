@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 import scrapy
 from itemadapter import ItemAdapter
 from scrapy import signals
+from scrapy.utils.defer import maybe_deferred_to_future
+from twisted.internet.defer import Deferred
 
 from xkcdcrawl.args import UrlsArgs
 from xkcdcrawl.items import FileItem
@@ -43,13 +45,22 @@ class UrlsSpider(scrapy.Spider):
         super().__init__()
         self.args = UrlsArgs.from_kwargs(kwargs)
         self.draws: dict[tuple[str, str], str] = {}  # (URL, checksum) -> first path with it
+        self.pending = 0  # items yielded whose files are not all done yet
+        self.all_done: Deferred[None] | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
         if spider.args.repeat > 1:
             crawler.signals.connect(spider.report_identical, signal=signals.item_scraped)
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(spider.item_done, signal=signal)
         return spider
+
+    def item_done(self) -> None:
+        self.pending -= 1
+        if self.pending == 0 and self.all_done is not None and not self.all_done.called:
+            self.all_done.callback(None)
 
     async def start(self) -> AsyncIterator[FileItem]:
         good, bad = self.args.entries()
@@ -63,7 +74,13 @@ class UrlsSpider(scrapy.Spider):
                 # (a URL with a query is named by its response: Content-Disposition, or the query)
                 if not urlsplit(url).query and (unique := distinct_name(name, url, taken[item.folder])) != name:
                     item.name = unique  # another URL of this host has the same file name
+                self.pending += 1
                 yield item
+        # Scrapy's engine notices that items from start() are done only on its 5 s heartbeat:
+        # start() ends when they are, and the engine looks at once (a 1-file run took 5 s more).
+        if self.pending:
+            self.all_done = Deferred()
+            await maybe_deferred_to_future(self.all_done)
 
     def report_identical(self, item: Any) -> None:
         """An endpoint meant to be random that served the same file twice."""

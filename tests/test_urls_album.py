@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 import pytest
@@ -36,7 +37,8 @@ def test_url_list_file_with_comments_and_a_bad_line(tmp_path: Path, server: Faul
         "not a url",
         server.url_for("/ok/irs-prior/f1040.pdf"),
     ]
-    listing.write_text("\n".join([*lines, "ftp://h/x.pdf", server.url_for("/ok/fw4.pdf")]) + "\n", encoding="utf-8")
+    commented = server.url_for("/ok/fw4.pdf") + "   # the W-4, a comment after the URL"
+    listing.write_text("\n".join([*lines, "ftp://h/x.pdf", commented]) + "\n", encoding="utf-8")
     run = crawl("urls", "-a", f"file={listing}", *QUIET)
     assert run.returncode == 1  # the bad lines are part of the result
     assert f"{listing} line 4: 'not a url' is not an http(s) URL, skipped" in run.stderr
@@ -86,6 +88,15 @@ def test_same_name_with_different_queries_is_kept_apart(server: FaultServer, cra
     assert f"{server.folder}/download.php" in stored  # the first keeps the URL's name, as curl -O would
 
 
+def test_a_small_run_ends_as_soon_as_its_files_are_done(server: FaultServer, crawl: Crawl) -> None:
+    """Not on the engine's 5 s heartbeat: items from start() used to wait for it."""
+    run = crawl("urls", "-a", f"urls={server.url_for('/ok/one.bin')}", *QUIET)
+    assert run.returncode == 0, run.stderr
+    assert run.stored() == {f"{server.folder}/one.bin": file_body("one.bin")}
+    elapsed = float(re.findall(r"'elapsed_time_seconds': ([0-9.]+)", run.stderr)[0])
+    assert elapsed < 4  # spider opened to closed; 5.0 and more before
+
+
 def test_empty_list_file(tmp_path: Path, crawl: Crawl) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing yet\n\n", encoding="utf-8")
@@ -114,6 +125,23 @@ def test_gallery_images_on_a_page() -> None:
         "https://h.test/other/b.png",
     ]
     assert album_folder(page.url) == "cats"
+
+
+PICTURE = """<html><body><picture>
+<source type="image/avif" srcset="/img/p-800.avif 800w, /img/p-2000.avif 2000w">
+<source type="image/webp" srcset="/img/p-1200.webp 1200w">
+<img src="/img/p-fallback.jpg" srcset="/img/p-400.jpg 400w">
+</picture><img src="/img/plain.png"></body></html>"""
+
+
+def test_picture_sources_give_their_largest_candidate(crawl: Crawl) -> None:
+    routes = {"/pics/": ("text/html", PICTURE.encode())}
+    routes |= {path: ("image/png", path.encode()) for path in ("/img/p-2000.avif", "/img/plain.png")}
+    with StaticSite(routes) as site:
+        run = crawl("album", "-a", f"url={site.url}/pics/", *QUIET)
+    assert run.returncode == 0, run.stderr
+    assert run.stored() == {"pics/p-2000.avif": b"/img/p-2000.avif", "pics/plain.png": b"/img/plain.png"}
+    assert not [path for path in site.paths() if "p-fallback" in path or "p-400" in path]
 
 
 def test_imgur_ids_and_api_answer() -> None:

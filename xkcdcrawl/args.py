@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -92,12 +93,13 @@ def usage(spider: str, doc: str, model: type[BaseModel]) -> str:
 def read_url_list(text: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     """(line number, URL) of the good lines and (line number, problem) of the bad ones.
 
-    Blank lines and # comments are skipped.
+    Blank lines and # comments are skipped, and so is a comment after a URL (`URL # why`):
+    a URL has no space, so ' #' cannot be its fragment.
     """
     good: list[tuple[int, str]] = []
     bad: list[tuple[int, str]] = []
     for number, line in enumerate(text.splitlines(), start=1):
-        entry = line.strip()
+        entry = re.split(r"\s#", line, maxsplit=1)[0].strip()
         if not entry or entry.startswith("#"):
             continue
         try:

@@ -54,10 +54,13 @@ def _largest(srcset: str) -> str | None:
 
 
 def gallery_images(response: TextResponse) -> list[str]:
-    """Image URLs of a page: each <img> (largest srcset candidate), and links to images."""
+    """Image URLs of a page: each <img> (largest srcset or <picture> candidate), and links to images."""
     found: list[str] = []
     for img in response.css("img"):
-        src = _largest(img.attrib.get("srcset", "")) or img.attrib.get("data-src") or img.attrib.get("src")
+        # In a <picture>, the <source> elements hold the big candidates; the <img> is the fallback.
+        # (lxml nests an <img> that follows a <source> inside it: any <source> of the picture.)
+        srcsets = [*img.xpath("ancestor::picture[1]//source/@srcset").getall(), img.attrib.get("srcset", "")]
+        src = _largest(",".join(srcsets)) or img.attrib.get("data-src") or img.attrib.get("src")
         if src and not src.startswith("data:"):
             found.append(response.urljoin(src))
     for href in response.css("a::attr(href)").getall():

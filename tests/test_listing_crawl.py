@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -221,3 +222,36 @@ def test_names_that_are_not_utf8_are_stored_readable_and_found_again(crawl: Craw
     assert "Traceback" not in run.stderr
     assert again.returncode == 0
     assert f"Files: 0 downloaded, {len(NOT_UTF8)} uptodate" in again.stderr
+
+
+def refused_url(path: str) -> str:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    return f"http://127.0.0.1:{port}{path}"
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "] ERROR: " in line]
+
+
+def test_a_refused_start_url_is_one_error_line_and_gives_up_soon(crawl: Crawl) -> None:
+    url = refused_url("/pub/")
+    run = crawl("listing", "-a", f"url={url}", *QUIET)  # the default backoff: 1 s, then 2 s, 4 s
+    assert run.returncode == 1
+    assert [line.split("] ERROR: ")[1] for line in error_lines(run.stderr)] == [f"Cannot read {url}: connection refused"]
+    assert "Traceback" not in run.stderr
+    elapsed = float(re.findall(r"'elapsed_time_seconds': ([0-9.]+)", run.stderr)[0])
+    assert elapsed < 5  # two tries of robots.txt and of the page, not four of each (14 s)
+
+
+def test_a_sub_folder_that_fails_is_one_error_line(crawl: Crawl) -> None:
+    page = b'<a href="gone/">gone/</a> <a href="ok.txt">ok.txt</a>'
+    with StaticSite({"/pub/": ("text/html", page), "/pub/ok.txt": ("text/plain", b"ok")}) as site:
+        run = crawl("listing", "-a", f"url={site.url}/pub/", *QUIET)
+    assert run.returncode == 1  # the folder's files are missing
+    assert run.stored() == {f"{folder(site.url)}/pub/ok.txt": b"ok"}
+    assert [line.split("] ERROR: ")[1] for line in error_lines(run.stderr)] == [
+        f"Cannot read {site.url}/pub/gone/: HTTP 404"
+    ]

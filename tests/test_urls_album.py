@@ -97,6 +97,15 @@ def test_a_small_run_ends_as_soon_as_its_files_are_done(server: FaultServer, cra
     assert elapsed < 4  # spider opened to closed; 5.0 and more before
 
 
+def test_a_failed_file_is_one_error_line(server: FaultServer, crawl: Crawl) -> None:
+    urls = [server.url_for("/status/500/x.bin"), server.url_for("/ok/fine.bin")]
+    run = crawl("urls", "-a", "urls=" + ",".join(urls), "-s", "XKCDCRAWL_RETRY_BACKOFF=0", *QUIET)
+    assert run.returncode == 1
+    errors = [line.split("] ERROR: ")[1] for line in run.stderr.splitlines() if "] ERROR: " in line]
+    assert errors == [f"File failed: {urls[0]} (HTTP 500)"]  # not Scrapy's "Gave up retrying" too
+    assert "Gave up retrying" in run.stderr  # still there, as INFO
+
+
 def test_empty_list_file(tmp_path: Path, crawl: Crawl) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing yet\n\n", encoding="utf-8")

@@ -12,6 +12,7 @@ import scrapy
 from scrapy.http import TextResponse
 
 from xkcdcrawl.args import AlbumArgs
+from xkcdcrawl.errors import log_error, reason
 from xkcdcrawl.items import FileItem
 from xkcdcrawl.paths import distinct_name, host_folder, safe_segment, url_file_name
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
     from scrapy.http import Response
     from scrapy.settings import BaseSettings
+    from twisted.python.failure import Failure
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".bmp", ".tif", ".tiff", ".svg"}
 IMGUR_HOSTS = {"imgur.com", "www.imgur.com", "m.imgur.com"}
@@ -104,12 +106,19 @@ class AlbumSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         if self.imgur_id is None:
-            yield scrapy.Request(self.args.url, callback=self.parse_gallery)
+            # A host that refuses connections is given up after one retry (BackoffRetryMiddleware).
+            meta = {"xkcdcrawl_start": True}
+            yield scrapy.Request(self.args.url, callback=self.parse_gallery, errback=self.start_failed, meta=meta)
             return
         self.check_settings(self.args, self.settings)
         api = self.settings.get("XKCDCRAWL_IMGUR_API_URL").rstrip("/")
         headers = {"Authorization": f"Client-ID {self.settings.get('IMGUR_CLIENT_ID')}"}
-        yield scrapy.Request(f"{api}/3/album/{self.imgur_id}/images", headers=headers, callback=self.parse_imgur)
+        yield scrapy.Request(
+            f"{api}/3/album/{self.imgur_id}/images", headers=headers, callback=self.parse_imgur, errback=self.start_failed
+        )
+
+    def start_failed(self, failure: Failure) -> None:
+        log_error(self, "Cannot read %s: %s", failure.request.url, reason(failure.value))  # type: ignore[attr-defined]
 
     def parse_gallery(self, response: Response) -> Iterator[FileItem]:
         urls = gallery_images(response) if isinstance(response, TextResponse) else []

@@ -31,6 +31,10 @@ def listed_file(url: str, root: str | None) -> FileItem:
     return FileItem(url=url, folder=f"{host_folder(url)}/{folder}", name=readable(name), path=path, file_urls=[url])
 
 
+# A start URL whose host refuses connections is given up after one retry (BackoffRetryMiddleware).
+START = {"xkcdcrawl_start": True}
+
+
 def wanted(name: str, accept: tuple[str, ...], reject: tuple[str, ...]) -> bool:
     """wget's -A/-R on a file name."""
     if accept and not any(fnmatchcase(name, p) for p in accept):
@@ -55,18 +59,24 @@ class ListingSpider(scrapy.Spider):
         url = self.args.url
         if url.endswith("/"):
             yield scrapy.Request(
-                url, self.parse_listing, errback=self.start_failed, cb_kwargs={"root": url, "depth": 0}
+                url, self.parse_listing, errback=self.start_failed, cb_kwargs={"root": url, "depth": 0}, meta=START
             )
         else:  # a listing without its slash, or one file: ask the server which
-            yield scrapy.Request(url, self.parse_start, method="HEAD", errback=self.start_failed)
+            yield scrapy.Request(url, self.parse_start, method="HEAD", errback=self.start_failed, meta=START)
 
     def start_failed(self, failure: Failure) -> None:
         log_error(self, "Cannot read %s: %s", self.args.url, reason(failure.value))
 
+    def page_failed(self, failure: Failure) -> None:
+        """A sub-folder that cannot be read: its files are missing, in one line (not a traceback)."""
+        log_error(self, "Cannot read %s: %s", failure.request.url, reason(failure.value))  # type: ignore[attr-defined]
+
     def parse_start(self, response: Response) -> Iterator[scrapy.Request | FileItem]:
         if b"text/html" in (response.headers.get("Content-Type") or b""):
             root = response.url if response.url.endswith("/") else response.url + "/"
-            yield scrapy.Request(root, callback=self.parse_listing, cb_kwargs={"root": root, "depth": 0})
+            yield scrapy.Request(
+                root, self.parse_listing, errback=self.start_failed, cb_kwargs={"root": root, "depth": 0}
+            )
         else:
             yield listed_file(response.url, None)
 
@@ -88,5 +98,5 @@ class ListingSpider(scrapy.Spider):
                 self.crawler.stats.inc_value("xkcdcrawl/files_not_wanted")
         if self.args.depth is None or depth < self.args.depth:
             yield from response.follow_all(
-                dirs, callback=self.parse_listing, cb_kwargs={"root": root, "depth": depth + 1}
+                dirs, self.parse_listing, errback=self.page_failed, cb_kwargs={"root": root, "depth": depth + 1}
             )

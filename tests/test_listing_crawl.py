@@ -255,3 +255,16 @@ def test_a_sub_folder_that_fails_is_one_error_line(crawl: Crawl) -> None:
     assert [line.split("] ERROR: ")[1] for line in error_lines(run.stderr)] == [
         f"Cannot read {site.url}/pub/gone/: HTTP 404"
     ]
+
+
+def test_a_sub_folder_robots_txt_forbids_is_policy_not_an_error(crawl: Crawl) -> None:
+    page = b'<a href="private/">private/</a> <a href="ok.txt">ok.txt</a>'
+    routes = {"/pub/": ("text/html", page), "/pub/ok.txt": ("text/plain", b"ok")}
+    routes |= {"/robots.txt": ("text/plain", b"User-agent: *\nDisallow: /pub/private/\n")}
+    routes |= {"/pub/private/": ("text/html", b'<a href="s.txt">s.txt</a>'), "/pub/private/s.txt": ("text/plain", b"s")}
+    with StaticSite(routes) as site:
+        run = crawl("listing", "-a", f"url={site.url}/pub/", *QUIET)
+    assert run.returncode == 0, run.stderr
+    assert run.stored() == {f"{folder(site.url)}/pub/ok.txt": b"ok"}
+    assert error_lines(run.stderr) == []
+    assert "/pub/private/" not in site.paths()

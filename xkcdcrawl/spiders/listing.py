@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import scrapy
+from scrapy.exceptions import IgnoreRequest
 from scrapy.http import TextResponse
+from scrapy.spidermiddlewares.httperror import HttpError
 
 from xkcdcrawl.args import ListingArgs, globs
 from xkcdcrawl.errors import log_error, reason
@@ -69,7 +71,12 @@ class ListingSpider(scrapy.Spider):
 
     def page_failed(self, failure: Failure) -> None:
         """A sub-folder that cannot be read: its files are missing, in one line (not a traceback)."""
-        log_error(self, "Cannot read %s: %s", failure.request.url, reason(failure.value))  # type: ignore[attr-defined]
+        url = failure.request.url  # type: ignore[attr-defined]
+        # Policy (robots.txt, offsite), not a failure; HttpError is an IgnoreRequest too, and a failure.
+        if isinstance(failure.value, IgnoreRequest) and not isinstance(failure.value, HttpError):
+            self.logger.info("Not read %s: %s", url, reason(failure.value))
+            return
+        log_error(self, "Cannot read %s: %s", url, reason(failure.value))
 
     def parse_start(self, response: Response) -> Iterator[scrapy.Request | FileItem]:
         if b"text/html" in (response.headers.get("Content-Type") or b""):

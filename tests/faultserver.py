@@ -626,6 +626,7 @@ class FaultServer:
     def __init__(self) -> None:
         self.url = ""
         self.port = 0
+        self.folder = ""
         self.hits: collections.Counter[str] = collections.Counter()
         self.groups: collections.Counter[str] = collections.Counter()  # times=T shared by a group=G
         # /range/ answers: (path, Range header or "", status, body bytes sent)
@@ -646,6 +647,8 @@ class FaultServer:
         self._server = _TCPServer(self)
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        # Where a crawl stores this server's files: a non-default port is part of the folder.
+        self.folder = f"127.0.0.1_{self.port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from scrapy.http import HtmlResponse
 
 from xkcdcrawl.listing_parse import relative_path, split_listing
+from xkcdcrawl.paths import MAX_NAME_BYTES
+from xkcdcrawl.pipelines import store_path
+from xkcdcrawl.spiders.listing import listed_file
 
 DIRLIST = Path(__file__).parent / "fixtures" / "pages" / "dirlist"
 
@@ -350,3 +353,19 @@ def test_returned_urls_are_always_safely_below_root(hrefs: list[str]) -> None:
     assert len(set(dirs + files)) == len(dirs) + len(files)
     assert all(u.endswith("/") for u in dirs)
     assert not any(u.endswith("/") for u in files)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(names=st.lists(st.binary(min_size=1, max_size=300), max_size=6))
+def test_listed_names_of_any_bytes_are_safe_readable_and_stable(names: list[bytes]) -> None:
+    page, root = "http://h.test:8080/pub/", "http://h.test:8080/pub/"
+    hrefs = [quote(name, safe="") for name in names]
+    dirs, files = split_listing(_page(page, _links(*hrefs)), root)
+    for url in files:
+        item = listed_file(url, root)
+        path = store_path(url, item)
+        assert path == store_path(url, listed_file(url, root))  # a re-run finds the same file
+        assert path.startswith("h.test_8080/pub/")
+        assert all(s not in {"", ".", ".."} and len(s.encode("utf-8")) <= MAX_NAME_BYTES for s in path.split("/"))
+        assert (item.path or "").encode("utf-8")  # the feed can write it
+    assert len(dirs) + len(files) <= len(names)

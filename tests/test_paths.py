@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from xkcdcrawl.items import FileItem
-from xkcdcrawl.paths import MAX_NAME_BYTES, disposition_name, safe_relpath, safe_segment, url_file_name
+from xkcdcrawl.paths import (
+    MAX_NAME_BYTES,
+    disposition_name,
+    host_folder,
+    readable,
+    safe_relpath,
+    safe_segment,
+    url_file_name,
+)
 from xkcdcrawl.pipelines import store_path
 from xkcdcrawl.stores import AtomicFSFilesStore, OutsideStoreError
 
@@ -109,3 +118,51 @@ def test_store_refuses_paths_outside(tmp_path: Path) -> None:
 )
 def test_disposition_name(header: bytes | None, name: str | None) -> None:
     assert disposition_name(header) == name
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("http://h/caf%E9.txt", "café.txt"),  # Latin-1
+        ("http://h/%93q%94.txt", "\u201cq\u201d.txt"),  # cp1252 quotes
+        ("http://h/%c0%af", "À¯"),  # overlong '/': two harmless characters
+        ("http://h/a%81%8Db", "a%81%8Db"),  # bytes no code page prints: their escapes
+        ("http://h/%E6%97%A5%E9", "æ\u2014¥é"),  # mixed: cp1252 for the whole name
+        ("http://h/%ED%A0%80", "%ED%A0%80"),  # an encoded surrogate; cp1252 gives a no-break space
+    ],
+)
+def test_names_that_are_not_utf8_become_readable(url: str, name: str) -> None:
+    assert url_file_name(url) == name
+
+
+def test_stray_surrogates_do_not_break_names() -> None:
+    assert safe_segment("a\ud800b") == "a\ufffdb"
+    assert readable("x\udce9") == "xé"
+
+
+@pytest.mark.parametrize(
+    ("url", "folder"),
+    [
+        ("http://127.0.0.1:8001/x", "127.0.0.1_8001"),
+        ("http://127.0.0.1:80/x", "127.0.0.1"),
+        ("https://Host.test:443/", "host.test"),
+        ("https://host.test:80/", "host.test_80"),
+        ("http://[::1]:8080/", "__1_8080"),
+        ("http://h.test/", "h.test"),
+    ],
+)
+def test_host_folder_has_the_port_unless_default(url: str, folder: str) -> None:
+    assert host_folder(url) == folder
+
+
+@given(raw=st.lists(st.binary(max_size=300), min_size=1, max_size=4))
+def test_any_bytes_in_a_url_path_give_a_safe_stable_name(store: AtomicFSFilesStore, raw: list[bytes]) -> None:
+    url = "http://h.test:8080/" + "/".join(quote(part, safe="") for part in raw)
+    name = url_file_name(url)
+    assert name == url_file_name(url) == safe_segment.__wrapped__(name)  # stable, and already safe
+    assert name.encode("utf-8")  # no surrogate left: the feed and the file system take it
+    assert len(name.encode()) <= MAX_NAME_BYTES
+    assert not {"/", "\\"} & set(name)
+    assert name not in {".", ".."}
+    relative = store_path(url, FileItem(url=url, folder=host_folder(url), file_urls=[url]))
+    assert store.resolve(relative).parent.is_relative_to(store.root)

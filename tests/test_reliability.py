@@ -54,7 +54,7 @@ def test_faults_are_retried_until_every_file_is_complete(tmp_path: Path, server:
     run = crawl("urls", "-a", urls_file(tmp_path, server, paths), "-s", "DOWNLOAD_TIMEOUT=2", *FAST_RETRY)
     assert run.returncode == 0, run.stderr
     names = "abcdefghijk"
-    assert run.stored() == {f"127.0.0.1/{n}.bin": file_body(f"{n}.bin") for n in names}
+    assert run.stored() == {f"{server.folder}/{n}.bin": file_body(f"{n}.bin") for n in names}
     assert all(f["status"] == "downloaded" for f in by_name(run).values())
     assert "Files: 11 downloaded, 0 uptodate, 0 failed" in run.stderr
 
@@ -63,11 +63,11 @@ def test_failed_files_are_reported_and_the_rest_complete(tmp_path: Path, server:
     paths = ["/status/500/x.bin", "/loop/y.bin", "/reset/z.bin?after=5", "/status/404/w.bin", "/ok/fine.bin"]
     run = crawl("urls", "-a", urls_file(tmp_path, server, paths), *FAST_RETRY)
     assert run.returncode == 1  # cron and scrapyd see that files are missing
-    assert run.stored() == {"127.0.0.1/fine.bin": file_body("fine.bin")}
+    assert run.stored() == {f"{server.folder}/fine.bin": file_body("fine.bin")}
     files = by_name(run)
     assert files["x.bin"] == {
         "url": server.url_for("/status/500/x.bin"),
-        "path": "127.0.0.1/x.bin",
+        "path": f"{server.folder}/x.bin",
         "checksum": None,
         "status": "failed",
         "reason": "HTTP 500",
@@ -126,16 +126,16 @@ def test_killed_crawl_leaves_no_partial_file_and_resumes(tmp_path: Path, server:
     cmd += ["-s", f"FILES_STORE={store}", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2"]
     proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list(store.glob("127.0.0.1/k*.bin"))) < 3:
+    while time.monotonic() < deadline and len(list(store.glob(f"{server.folder}/k*.bin"))) < 3:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    kept = {p.name: p.read_bytes() for p in store.glob("127.0.0.1/k*.bin")}
+    kept = {p.name: p.read_bytes() for p in store.glob(f"{server.folder}/k*.bin")}
     assert 3 <= len(kept) < 10
     assert all(body == file_body(name, size) for name, body in kept.items())  # whole, or not there
     again = crawl("urls", "-a", urls_file(tmp_path, server, paths), "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2")
     assert again.returncode == 0, again.stderr
-    assert again.stored() == {f"127.0.0.1/k{i}.bin": file_body(f"k{i}.bin", size) for i in range(10)}
+    assert again.stored() == {f"{server.folder}/k{i}.bin": file_body(f"k{i}.bin", size) for i in range(10)}
     assert f"{10 - len(kept)} downloaded, {len(kept)} uptodate" in again.stderr  # nothing fetched twice
 
 
@@ -161,7 +161,7 @@ def test_hostile_names_stay_in_the_store(tmp_path: Path, server: FaultServer, cr
     outside = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(run.store)]
     assert sorted(p.name for p in outside) == sorted(["urls.txt", run.feed.name])
     stored = run.stored()
-    assert {"127.0.0.1/_CON.bin", "127.0.0.1/_nul.txt", "127.0.0.1/Case.txt", "127.0.0.1/case.txt"} <= set(stored)
+    assert {f"{server.folder}/{name}" for name in ("_CON.bin", "_nul.txt", "Case.txt", "case.txt")} <= set(stored)
     assert all(len(name.encode()) <= 255 for path in stored for name in path.split("/"))
     paths = {item["files"][0]["path"] for item in run.items()}
     assert paths == set(stored)
@@ -172,5 +172,5 @@ def test_file_over_files_maxsize_fails_visibly(tmp_path: Path, server: FaultServ
     paths = ["/ok/big.bin?size=50000", "/ok/small.bin"]
     run = crawl("urls", "-a", urls_file(tmp_path, server, paths), "-s", "XKCDCRAWL_FILES_MAXSIZE=10000", *FAST_RETRY)
     assert run.returncode == 1  # Scrapy's FilesPipeline drops it and exits 0
-    assert run.stored() == {"127.0.0.1/small.bin": file_body("small.bin")}
+    assert run.stored() == {f"{server.folder}/small.bin": file_body("small.bin")}
     assert "larger than download max size (10000)" in str(by_name(run)["big.bin"]["reason"])

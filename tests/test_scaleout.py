@@ -228,7 +228,7 @@ def test_two_workers_share_one_frontier(redis_url: str, server: redis.Redis, tmp
         for p in store.rglob("*")
         if p.is_file() and p.relative_to(store).parts[0] != ".xkcdcrawl"
     }
-    assert stored == {f"127.0.0.1/tree/{name}": file_body(name) for name in TREE_FILES}
+    assert stored == {f"{site.folder}/tree/{name}": file_body(name) for name in TREE_FILES}
     wanted = {f"/tree/{path}" for path in TREE_DIRS + TREE_FILES}
     assert {path: n for path, n in site.hits.items() if path != "/robots.txt"} == dict.fromkeys(wanted, 1)
     assert site.hits["/robots.txt"] == WORKERS  # robots.txt is per worker, not shared

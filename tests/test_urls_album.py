@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 import pytest
@@ -36,16 +37,17 @@ def test_url_list_file_with_comments_and_a_bad_line(tmp_path: Path, server: Faul
         "not a url",
         server.url_for("/ok/irs-prior/f1040.pdf"),
     ]
-    listing.write_text("\n".join([*lines, "ftp://h/x.pdf", server.url_for("/ok/fw4.pdf")]) + "\n", encoding="utf-8")
+    commented = server.url_for("/ok/fw4.pdf") + "   # the W-4, a comment after the URL"
+    listing.write_text("\n".join([*lines, "ftp://h/x.pdf", commented]) + "\n", encoding="utf-8")
     run = crawl("urls", "-a", f"file={listing}", *QUIET)
     assert run.returncode == 1  # the bad lines are part of the result
     assert f"{listing} line 4: 'not a url' is not an http(s) URL, skipped" in run.stderr
     assert f"{listing} line 6: 'ftp://h/x.pdf' is not an http(s) URL, skipped" in run.stderr
     assert "2 bad URLs in the list" in run.stderr
     stored = run.stored()
-    assert stored["127.0.0.1/f1040.pdf"] == file_body("irs-pdf/f1040.pdf")
+    assert stored[f"{server.folder}/f1040.pdf"] == file_body("irs-pdf/f1040.pdf")
     assert file_body("irs-prior/f1040.pdf") in stored.values()  # same name, other folder: not overwritten
-    assert stored["127.0.0.1/fw4.pdf"] == file_body("fw4.pdf")
+    assert stored[f"{server.folder}/fw4.pdf"] == file_body("fw4.pdf")
     assert len(stored) == 3
 
 
@@ -54,8 +56,8 @@ def test_repeat_stores_each_draw_and_reports_identical_ones(server: FaultServer,
     run = crawl("urls", "-a", urls, "-a", "repeat=10", *QUIET)
     assert run.returncode == 0, run.stderr
     stored = run.stored()
-    randoms = {path: body for path, body in stored.items() if path.startswith("127.0.0.1/30-")}
-    assert sorted(randoms) == [f"127.0.0.1/30-{i:02d}.png" for i in range(1, 11)]  # type from Content-Type
+    randoms = {path: body for path, body in stored.items() if path.startswith(f"{server.folder}/30-")}
+    assert sorted(randoms) == [f"{server.folder}/30-{i:02d}.png" for i in range(1, 11)]  # type from Content-Type
     assert len(set(randoms.values())) == 10  # ten different images: no request was collapsed
     assert server.hits["/random/20/30"] == 10
     assert "'xkcdcrawl/identical_draws': 9" in run.stderr
@@ -71,7 +73,7 @@ def test_name_from_content_disposition_or_query(server: FaultServer, crawl: Craw
     ]
     run = crawl("urls", "-a", "urls=" + ",".join(urls), *QUIET)
     assert run.returncode == 0, run.stderr
-    assert run.stored() == {"127.0.0.1/report.pdf": file_body("get"), "127.0.0.1/bär.txt": file_body("get")}
+    assert run.stored() == {f"{server.folder}/{name}": file_body("get") for name in ("report.pdf", "bär.txt")}
     again = crawl("urls", "-a", "urls=" + ",".join(urls), *QUIET)
     assert "Files: 0 downloaded, 2 uptodate" in again.stderr
 
@@ -83,7 +85,25 @@ def test_same_name_with_different_queries_is_kept_apart(server: FaultServer, cra
     stored = run.stored()
     assert len(stored) == 2
     assert {file_body("download.php"), file_body("download.php", 10)} == set(stored.values())
-    assert "127.0.0.1/download.php" in stored  # the first keeps the URL's name, as curl -O would
+    assert f"{server.folder}/download.php" in stored  # the first keeps the URL's name, as curl -O would
+
+
+def test_a_small_run_ends_as_soon_as_its_files_are_done(server: FaultServer, crawl: Crawl) -> None:
+    """Not on the engine's 5 s heartbeat: items from start() used to wait for it."""
+    run = crawl("urls", "-a", f"urls={server.url_for('/ok/one.bin')}", *QUIET)
+    assert run.returncode == 0, run.stderr
+    assert run.stored() == {f"{server.folder}/one.bin": file_body("one.bin")}
+    elapsed = float(re.findall(r"'elapsed_time_seconds': ([0-9.]+)", run.stderr)[0])
+    assert elapsed < 4  # spider opened to closed; 5.0 and more before
+
+
+def test_a_failed_file_is_one_error_line(server: FaultServer, crawl: Crawl) -> None:
+    urls = [server.url_for("/status/500/x.bin"), server.url_for("/ok/fine.bin")]
+    run = crawl("urls", "-a", "urls=" + ",".join(urls), "-s", "XKCDCRAWL_RETRY_BACKOFF=0", *QUIET)
+    assert run.returncode == 1
+    errors = [line.split("] ERROR: ")[1] for line in run.stderr.splitlines() if "] ERROR: " in line]
+    assert errors == [f"File failed: {urls[0]} (HTTP 500)"]  # not Scrapy's "Gave up retrying" too
+    assert "Gave up retrying" in run.stderr  # still there, as INFO
 
 
 def test_empty_list_file(tmp_path: Path, crawl: Crawl) -> None:
@@ -114,6 +134,23 @@ def test_gallery_images_on_a_page() -> None:
         "https://h.test/other/b.png",
     ]
     assert album_folder(page.url) == "cats"
+
+
+PICTURE = """<html><body><picture>
+<source type="image/avif" srcset="/img/p-800.avif 800w, /img/p-2000.avif 2000w">
+<source type="image/webp" srcset="/img/p-1200.webp 1200w">
+<img src="/img/p-fallback.jpg" srcset="/img/p-400.jpg 400w">
+</picture><img src="/img/plain.png"></body></html>"""
+
+
+def test_picture_sources_give_their_largest_candidate(crawl: Crawl) -> None:
+    routes = {"/pics/": ("text/html", PICTURE.encode())}
+    routes |= {path: ("image/png", path.encode()) for path in ("/img/p-2000.avif", "/img/plain.png")}
+    with StaticSite(routes) as site:
+        run = crawl("album", "-a", f"url={site.url}/pics/", *QUIET)
+    assert run.returncode == 0, run.stderr
+    assert run.stored() == {"pics/p-2000.avif": b"/img/p-2000.avif", "pics/plain.png": b"/img/plain.png"}
+    assert not [path for path in site.paths() if "p-fallback" in path or "p-400" in path]
 
 
 def test_imgur_ids_and_api_answer() -> None:

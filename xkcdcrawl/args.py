@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -10,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     NonNegativeInt,
     PositiveInt,
     ValidationError,
@@ -38,10 +41,12 @@ def http_url(value: str, *, strip: bool = True) -> str:
 
 
 class XkcdArgs(SpiderArgs):
-    start: PositiveInt = 1
-    end: PositiveInt | None = None  # None: up to the newest comic
-    base_url: str = "https://xkcd.com"  # a mirror, or the tests' 127.0.0.1 site
-    hires: bool = False  # store the 2x image where the page offers one
+    start: PositiveInt = Field(1, description="first comic number", examples=["1"])
+    # None: up to the newest comic
+    end: PositiveInt | None = Field(None, description="last comic number (none: the newest)", examples=["1400"])
+    # a mirror, or the tests' 127.0.0.1 site
+    base_url: str = Field("https://xkcd.com", description="the site or a mirror", examples=["https://xkcd.com"])
+    hires: bool = Field(False, description="store the 2x image where the page offers one", examples=["true"])
 
     @field_validator("base_url")
     @classmethod
@@ -55,14 +60,19 @@ class XkcdArgs(SpiderArgs):
         return self
 
 
-def describe(error: ValidationError) -> str:
+def describe(error: ValidationError, model: type[BaseModel] | None = None) -> str:
     """One line naming each bad argument, its value and what is wrong."""
+    fields = model.model_fields if model is not None else {}
     problems = []
     for e in error.errors():
         where = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            problems.append(f"unknown argument {where!r}")
+            near = difflib.get_close_matches(where, list(fields), n=1)
+            problems.append(f"unknown argument {where!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        elif e["type"] == "missing" and (info := fields.get(where)) is not None:
+            example = (info.examples or ["..."])[0]
+            problems.append(f"missing -a {where}=...: {info.description}, e.g. -a {where}={example}")
         elif where:
             problems.append(f"{where}={e['input']!r}: {msg}")
         else:
@@ -70,15 +80,26 @@ def describe(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
+def usage(spider: str, doc: str, model: type[BaseModel]) -> str:
+    """What `scrapy crawl SPIDER -a help=true` prints: each argument, its default and meaning."""
+    lines = [doc.strip(), "", f"arguments of {spider} (-a NAME=VALUE):"]
+    for name, info in model.model_fields.items():
+        default = "(required)" if info.is_required() else f"default: {str(info.default).lower()}"
+        example = f" (e.g. -a {name}={info.examples[0]})" if info.examples else ""
+        lines.append(f"  {name:<9} {default:<28} {info.description}{example}")
+    return "\n".join(lines) + "\n"
+
+
 def read_url_list(text: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     """(line number, URL) of the good lines and (line number, problem) of the bad ones.
 
-    Blank lines and # comments are skipped.
+    Blank lines and # comments are skipped, and so is a comment after a URL (`URL # why`):
+    a URL has no space, so ' #' cannot be its fragment.
     """
     good: list[tuple[int, str]] = []
     bad: list[tuple[int, str]] = []
     for number, line in enumerate(text.splitlines(), start=1):
-        entry = line.strip()
+        entry = re.split(r"\s#", line, maxsplit=1)[0].strip()
         if not entry or entry.startswith("#"):
             continue
         try:
@@ -89,9 +110,12 @@ def read_url_list(text: str) -> tuple[list[tuple[int, str]], list[tuple[int, str
 
 
 class UrlsArgs(SpiderArgs):
-    file: Path | None = None  # one URL per line
-    urls: str | None = None  # URL1,URL2,...
-    repeat: PositiveInt = 1  # fetch each URL this many times (random-image endpoints)
+    file: Path | None = Field(
+        None, description="a text file of URLs, one a line (# comments skipped); or give urls", examples=["urls.txt"]
+    )
+    urls: str | None = Field(None, description="comma-separated URLs; or give file", examples=["https://host/a.pdf"])
+    # random-image endpoints answer a different file each time
+    repeat: PositiveInt = Field(1, description="fetch each URL this many times", examples=["10"])
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -125,10 +149,12 @@ def globs(value: str) -> tuple[str, ...]:
 
 
 class ListingArgs(SpiderArgs):
-    url: str  # a directory listing, or a single file
-    depth: NonNegativeInt | None = None  # 0: this page only; None: no limit
-    accept: str | None = None  # *.zip,*.txt: only these file names
-    reject: str | None = None  # *.iso: never these
+    url: str = Field(description="the listing to mirror", examples=["https://host/pub/"])
+    depth: NonNegativeInt | None = Field(
+        None, description="levels of sub-folders to follow (0: this page only; none: no limit)", examples=["1"]
+    )
+    accept: str | None = Field(None, description="comma-separated file-name patterns to keep", examples=["*.zip,*.txt"])
+    reject: str | None = Field(None, description="comma-separated file-name patterns to skip", examples=["*.iso"])
 
     @field_validator("url")
     @classmethod
@@ -143,7 +169,9 @@ class ListingArgs(SpiderArgs):
 
 
 class AlbumArgs(SpiderArgs):
-    url: str  # a gallery page, or an Imgur album (https://imgur.com/a/ID)
+    url: str = Field(
+        description="a gallery page, or an Imgur album", examples=["https://example.com/gallery/cats.html"]
+    )
 
     @field_validator("url")
     @classmethod

@@ -7,7 +7,9 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.exceptions import DownloadConnectionRefusedError
 from scrapy.utils.asyncio import sleep
+from twisted.internet import error as twisted
 
 from xkcdcrawl.downloader import retry_after
 
@@ -49,6 +51,8 @@ class BackoffRetryMiddleware(RetryMiddleware):
     async def process_exception(  # type: ignore[override]
         self, request: Request, exception: Exception, spider: Any = None
     ) -> Request | Response | None:
+        if _refused_at_start(request, exception):
+            return None  # given up: the spider's errback says so in one line
         result = super().process_exception(request, exception)
         if result is not None:
             await self._back_off(result)
@@ -59,3 +63,10 @@ class BackoffRetryMiddleware(RetryMiddleware):
         wait = min(self.backoff * 2 ** (tries - 1), self.backoff_max) * random.uniform(0.75, 1.25)
         if wait > 0:
             await sleep(wait)
+
+
+def _refused_at_start(request: Request, exception: Exception) -> bool:
+    """A start URL (or its robots.txt) whose host refused twice: nothing listens there, stop now."""
+    start = request.meta.get("xkcdcrawl_start") or request.meta.get("dont_obey_robotstxt")
+    refused = isinstance(exception, DownloadConnectionRefusedError | twisted.ConnectionRefusedError)
+    return bool(start and refused and request.meta.get("retry_times", 0) >= 1)

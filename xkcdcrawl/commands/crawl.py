@@ -1,22 +1,109 @@
-"""`scrapy crawl` that checks spider arguments first and fails when a file failed."""
+"""`scrapy crawl` that checks arguments, settings and the store first, and fails when a file failed."""
 
 from __future__ import annotations
 
+import difflib
 import gc
 import sys
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
+from scrapy.settings import default_settings
 from scrapy.spiderloader import get_spider_loader
 
-from xkcdcrawl.args import describe
+from xkcdcrawl import settings as project_settings
+from xkcdcrawl.args import describe, usage
 from xkcdcrawl.extensions.progress import failures
 
 if TYPE_CHECKING:
     import argparse
+
+    from scrapy.settings import BaseSettings
+
+# Read with int() by Scrapy or by us: 2.5 is as wrong there as abc.
+WHOLE = frozenset(
+    {
+        "CONCURRENT_ITEMS",
+        "CONCURRENT_REQUESTS",
+        "CONCURRENT_REQUESTS_PER_DOMAIN",
+        "CONCURRENT_REQUESTS_PER_IP",
+        "RETRY_TIMES",
+        "DOWNLOAD_MAXSIZE",
+        "DOWNLOAD_WARNSIZE",
+        "DEPTH_LIMIT",
+        "REDIRECT_MAX_TIMES",
+        "CLOSESPIDER_ERRORCOUNT",
+        "CLOSESPIDER_ITEMCOUNT",
+        "CLOSESPIDER_PAGECOUNT",
+    }
+)
+# The least value that makes sense; other numbers (priorities) may be negative.
+MINIMUM = {
+    "CONCURRENT_ITEMS": 1,
+    "CONCURRENT_REQUESTS": 1,
+    "CONCURRENT_REQUESTS_PER_DOMAIN": 1,
+    "DOWNLOAD_DELAY": 0,
+    "DOWNLOAD_TIMEOUT": 0,
+    "RETRY_TIMES": 0,
+    "DOWNLOAD_MAXSIZE": 0,
+    "XKCDCRAWL_PROGRESS_INTERVAL": 0,
+    "XKCDCRAWL_RETRY_BACKOFF": 0,
+    "XKCDCRAWL_RETRY_BACKOFF_MAX": 0,
+    "XKCDCRAWL_RETRY_AFTER_MAX": 0,
+}
+# Exit status of a crawl stopped by Ctrl-C (SIGINT) or a kill (SIGTERM), as shells give 128 + 2.
+INTERRUPTED = 130
+
+
+def setting_types() -> dict[str, type]:
+    """The type of every bool and number setting, from Scrapy's defaults and ours."""
+    types: dict[str, type] = {}
+    for module in (default_settings, project_settings):
+        for name, value in vars(module).items():
+            if name.isupper() and isinstance(value, bool | int | float):
+                types[name] = type(value)
+    return types
+
+
+def bad_setting(settings: BaseSettings) -> str | None:
+    """'-s NAME=VALUE: what is wrong' for the first setting that Scrapy or we could not read."""
+    for name, kind in setting_types().items():
+        value = settings.get(name)
+        if not isinstance(value, str):
+            continue  # set in Python (settings.py): of its right type
+        try:
+            if kind is bool:
+                settings.getbool(name)
+                continue
+            number = int(value) if name in WHOLE else float(value)
+        except ValueError:
+            wanted = "true or false" if kind is bool else "a whole number" if name in WHOLE else "a number"
+            return f"-s {name}={value!r}: not {wanted}"
+        if number != number or number in {float("inf"), float("-inf")}:  # nan, inf
+            return f"-s {name}={value!r}: not a finite number"
+        if (least := MINIMUM.get(name)) is not None and number < least:
+            return f"-s {name}={value!r}: must be {least} or more"
+    return None
+
+
+def unusable_store(settings: BaseSettings) -> str | None:
+    """Why a local FILES_STORE cannot be written (created like mkdir -p), or None."""
+    uri = str(settings.get("FILES_STORE") or "")
+    if not uri or ("://" in uri and not uri.startswith("file://")):
+        return None  # s3://, gs://, ftp://: Scrapy's stores say so themselves
+    probe = Path(uri.removeprefix("file://")) / ".xkcdcrawl"
+    try:
+        probe.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=probe, prefix="probe-"):
+            pass
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        return f"FILES_STORE={uri!r}: cannot write there{where}: {error.strerror or error}"
+    return None
 
 
 class Command(ScrapyCrawl):
@@ -25,28 +112,28 @@ class Command(ScrapyCrawl):
         if len(args) != 1:
             return  # run() says what is wrong
         assert self.settings is not None
+        loader = get_spider_loader(self.settings)
         try:
-            spidercls = get_spider_loader(self.settings).load(args[0])
+            spidercls = loader.load(args[0])
         except KeyError:
-            raise UsageError(f"no spider named {args[0]!r}", print_help=False) from None
+            near = difflib.get_close_matches(args[0], loader.list(), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else f"; spiders: {', '.join(sorted(loader.list()))}"
+            self._refuse(args[0], f"no spider named {args[0]!r}{hint}")
         model = getattr(spidercls, "args_model", None)
         if model is None:
             return
+        if "help" in opts.spargs:
+            sys.stdout.write(usage(args[0], spidercls.__doc__ or "", model))
+            raise SystemExit(0)
         try:
             spider_args = model.from_kwargs(opts.spargs)
             if check := getattr(spidercls, "check_settings", None):
                 check(spider_args, self.settings)
         except (ValidationError, ValueError) as error:
-            # One line and exit 2, like a usage error, without argparse's usage block.
-            problem = describe(error) if isinstance(error, ValidationError) else str(error)
-            line = f"scrapy crawl {args[0]}: error: {problem}\n"
-            sys.stderr.write(line)
-            if log_file := self.settings.get("LOG_FILE"):  # scrapyd's job log, where its users look
-                with Path(log_file).open("a", encoding="utf-8") as log:
-                    log.write(line)
-            # The process ends here: see run().
-            gc.freeze()
-            raise SystemExit(2) from None
+            self._refuse(args[0], describe(error, model) if isinstance(error, ValidationError) else str(error))
+        # Last: a refused argument or setting must leave no folder behind.
+        if problem := bad_setting(self.settings) or unusable_store(self.settings):
+            self._refuse(args[0], problem)
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:
@@ -62,5 +149,27 @@ class Command(ScrapyCrawl):
         failed = failures(crawler.stats) if crawler.stats else 0
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
+        elif interrupted(crawler.stats):
+            self.exitcode = INTERRUPTED  # a script's `&&` must not carry on with a partial mirror
         elif failed and self.settings.getbool("XKCDCRAWL_FAIL_ON_ERROR"):
             self.exitcode = 1  # cron and scrapyd users see that files are missing
+
+    def _refuse(self, spider: str, problem: str) -> None:
+        """One line and exit 2, like a usage error, without argparse's usage block."""
+        assert self.settings is not None
+        line = f"scrapy crawl {spider}: error: {problem}\n"
+        sys.stderr.write(line)
+        if log_file := self.settings.get("LOG_FILE"):  # scrapyd's job log, where its users look
+            with Path(log_file).open("a", encoding="utf-8") as log:
+                log.write(line)
+        # The process ends here: see run().
+        gc.freeze()
+        raise SystemExit(2) from None
+
+
+def interrupted(stats: Any) -> bool:
+    """A crawl stopped by a signal: 'shutdown' after the first, never closed after the second."""
+    if stats is None:
+        return False
+    reason = stats.get_value("finish_reason")
+    return reason == "shutdown" or (reason is None and stats.get_value("start_time") is not None)

@@ -1,4 +1,4 @@
-"""One line, not a traceback, for network errors that Scrapy logs with one."""
+"""One ERROR line per failure: no tracebacks, no second and third line from Scrapy for it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ if TYPE_CHECKING:
 # RobotsTxtMiddleware logs an unreachable host's robots.txt with its traceback; the
 # failure of the request itself is reported anyway, in one line.
 NOISY = ("scrapy.downloadermiddlewares.robotstxt",)
+# Messages that repeat a failure reported anyway, once, by the pipeline ("File failed: URL
+# (reason)"), a spider ("Cannot read URL: reason") or Scrapy's scraper ("Error downloading"):
+# kept, as INFO, for who reads the whole log.
+DUPLICATES = {
+    "scrapy.downloadermiddlewares.robotstxt": "Error downloading",
+    "scrapy.downloadermiddlewares.retry": "Gave up retrying",
+}
 
 
 class _OneLine(logging.Filter):
@@ -20,12 +27,25 @@ class _OneLine(logging.Filter):
         return True
 
 
+class _Lower(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO and str(record.msg).startswith(self.prefix):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 class QuietNetworkErrors:
-    """Drops the tracebacks of NOISY loggers for the crawl's lifetime."""
+    """Drops the tracebacks of NOISY loggers and lowers DUPLICATES for the crawl's lifetime."""
 
     def __init__(self) -> None:
         for name in NOISY:
             logging.getLogger(name).addFilter(_OneLine())
+        for name, prefix in DUPLICATES.items():
+            logging.getLogger(name).addFilter(_Lower(prefix))
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:

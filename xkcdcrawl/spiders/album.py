@@ -12,14 +12,16 @@ import scrapy
 from scrapy.http import TextResponse
 
 from xkcdcrawl.args import AlbumArgs
+from xkcdcrawl.errors import log_error, reason
 from xkcdcrawl.items import FileItem
-from xkcdcrawl.paths import distinct_name, safe_segment, url_file_name
+from xkcdcrawl.paths import distinct_name, host_folder, safe_segment, url_file_name
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
 
     from scrapy.http import Response
     from scrapy.settings import BaseSettings
+    from twisted.python.failure import Failure
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".bmp", ".tif", ".tiff", ".svg"}
 IMGUR_HOSTS = {"imgur.com", "www.imgur.com", "m.imgur.com"}
@@ -33,10 +35,9 @@ def imgur_album_id(url: str) -> str | None:
 
 
 def album_folder(url: str) -> str:
-    """Where an album's images go: the last part of its URL, else its host."""
-    parts = urlsplit(url)
-    last = unquote(parts.path.rstrip("/").rpartition("/")[2])
-    return safe_segment(posixpath.splitext(last)[0] or parts.hostname or "album")
+    """Where an album's images go: the last part of its URL, else its host (and port)."""
+    last = unquote(urlsplit(url).path.rstrip("/").rpartition("/")[2], errors="surrogateescape")
+    return safe_segment(posixpath.splitext(last)[0]) if posixpath.splitext(last)[0] else host_folder(url)
 
 
 def _largest(srcset: str) -> str | None:
@@ -55,10 +56,13 @@ def _largest(srcset: str) -> str | None:
 
 
 def gallery_images(response: TextResponse) -> list[str]:
-    """Image URLs of a page: each <img> (largest srcset candidate), and links to images."""
+    """Image URLs of a page: each <img> (largest srcset or <picture> candidate), and links to images."""
     found: list[str] = []
     for img in response.css("img"):
-        src = _largest(img.attrib.get("srcset", "")) or img.attrib.get("data-src") or img.attrib.get("src")
+        # In a <picture>, the <source> elements hold the big candidates; the <img> is the fallback.
+        # (lxml nests an <img> that follows a <source> inside it: any <source> of the picture.)
+        srcsets = [*img.xpath("ancestor::picture[1]//source/@srcset").getall(), img.attrib.get("srcset", "")]
+        src = _largest(",".join(srcsets)) or img.attrib.get("data-src") or img.attrib.get("src")
         if src and not src.startswith("data:"):
             found.append(response.urljoin(src))
     for href in response.css("a::attr(href)").getall():
@@ -102,12 +106,19 @@ class AlbumSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         if self.imgur_id is None:
-            yield scrapy.Request(self.args.url, callback=self.parse_gallery)
+            # A host that refuses connections is given up after one retry (BackoffRetryMiddleware).
+            meta = {"xkcdcrawl_start": True}
+            yield scrapy.Request(self.args.url, callback=self.parse_gallery, errback=self.start_failed, meta=meta)
             return
         self.check_settings(self.args, self.settings)
         api = self.settings.get("XKCDCRAWL_IMGUR_API_URL").rstrip("/")
         headers = {"Authorization": f"Client-ID {self.settings.get('IMGUR_CLIENT_ID')}"}
-        yield scrapy.Request(f"{api}/3/album/{self.imgur_id}/images", headers=headers, callback=self.parse_imgur)
+        yield scrapy.Request(
+            f"{api}/3/album/{self.imgur_id}/images", headers=headers, callback=self.parse_imgur, errback=self.start_failed
+        )
+
+    def start_failed(self, failure: Failure) -> None:
+        log_error(self, "Cannot read %s: %s", failure.request.url, reason(failure.value))  # type: ignore[attr-defined]
 
     def parse_gallery(self, response: Response) -> Iterator[FileItem]:
         urls = gallery_images(response) if isinstance(response, TextResponse) else []

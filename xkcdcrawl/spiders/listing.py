@@ -7,12 +7,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import scrapy
+from scrapy.exceptions import IgnoreRequest
 from scrapy.http import TextResponse
+from scrapy.spidermiddlewares.httperror import HttpError
 
 from xkcdcrawl.args import ListingArgs, globs
 from xkcdcrawl.errors import log_error, reason
 from xkcdcrawl.items import FileItem
 from xkcdcrawl.listing_parse import relative_path, split_listing
+from xkcdcrawl.paths import host_folder, readable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -22,11 +25,16 @@ if TYPE_CHECKING:
 
 
 def listed_file(url: str, root: str | None) -> FileItem:
-    """A listed file, stored as <host>/<its path on the server>."""
-    parts = urlsplit(url)
-    folder, _, name = unquote(parts.path, errors="surrogateescape").rpartition("/")
+    """A listed file, stored as <host>[_port]/<its path on the server>."""
+    folder, _, name = unquote(urlsplit(url).path, errors="surrogateescape").rpartition("/")
     path = relative_path(url, root) if root else name
-    return FileItem(url=url, folder=f"{parts.hostname}/{folder}", name=name, path=path, file_urls=[url])
+    # Names that are not UTF-8 (Latin-1, overlong sequences) as readable text, in the feed too.
+    path = "/".join(readable(part) for part in path.split("/"))
+    return FileItem(url=url, folder=f"{host_folder(url)}/{folder}", name=readable(name), path=path, file_urls=[url])
+
+
+# A start URL whose host refuses connections is given up after one retry (BackoffRetryMiddleware).
+START = {"xkcdcrawl_start": True}
 
 
 def wanted(name: str, accept: tuple[str, ...], reject: tuple[str, ...]) -> bool:
@@ -53,18 +61,29 @@ class ListingSpider(scrapy.Spider):
         url = self.args.url
         if url.endswith("/"):
             yield scrapy.Request(
-                url, self.parse_listing, errback=self.start_failed, cb_kwargs={"root": url, "depth": 0}
+                url, self.parse_listing, errback=self.start_failed, cb_kwargs={"root": url, "depth": 0}, meta=START
             )
         else:  # a listing without its slash, or one file: ask the server which
-            yield scrapy.Request(url, self.parse_start, method="HEAD", errback=self.start_failed)
+            yield scrapy.Request(url, self.parse_start, method="HEAD", errback=self.start_failed, meta=START)
 
     def start_failed(self, failure: Failure) -> None:
         log_error(self, "Cannot read %s: %s", self.args.url, reason(failure.value))
 
+    def page_failed(self, failure: Failure) -> None:
+        """A sub-folder that cannot be read: its files are missing, in one line (not a traceback)."""
+        url = failure.request.url  # type: ignore[attr-defined]
+        # Policy (robots.txt, offsite), not a failure; HttpError is an IgnoreRequest too, and a failure.
+        if isinstance(failure.value, IgnoreRequest) and not isinstance(failure.value, HttpError):
+            self.logger.info("Not read %s: %s", url, reason(failure.value))
+            return
+        log_error(self, "Cannot read %s: %s", url, reason(failure.value))
+
     def parse_start(self, response: Response) -> Iterator[scrapy.Request | FileItem]:
         if b"text/html" in (response.headers.get("Content-Type") or b""):
             root = response.url if response.url.endswith("/") else response.url + "/"
-            yield scrapy.Request(root, callback=self.parse_listing, cb_kwargs={"root": root, "depth": 0})
+            yield scrapy.Request(
+                root, self.parse_listing, errback=self.start_failed, cb_kwargs={"root": root, "depth": 0}
+            )
         else:
             yield listed_file(response.url, None)
 
@@ -86,5 +105,5 @@ class ListingSpider(scrapy.Spider):
                 self.crawler.stats.inc_value("xkcdcrawl/files_not_wanted")
         if self.args.depth is None or depth < self.args.depth:
             yield from response.follow_all(
-                dirs, callback=self.parse_listing, cb_kwargs={"root": root, "depth": depth + 1}
+                dirs, self.parse_listing, errback=self.page_failed, cb_kwargs={"root": root, "depth": depth + 1}
             )

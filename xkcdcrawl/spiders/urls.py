@@ -10,20 +10,23 @@ from urllib.parse import urlsplit
 import scrapy
 from itemadapter import ItemAdapter
 from scrapy import signals
+from scrapy.utils.asyncio import call_later
+from scrapy.utils.defer import maybe_deferred_to_future
+from twisted.internet.defer import Deferred
 
 from xkcdcrawl.args import UrlsArgs
 from xkcdcrawl.items import FileItem
-from xkcdcrawl.paths import distinct_name, url_file_name
+from xkcdcrawl.paths import distinct_name, host_folder, url_file_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
     from scrapy.crawler import Crawler
 
 
 def file_items(url: str, repeat: int = 1) -> Iterator[FileItem]:
-    """The items for one URL: <host>/<file name>, numbered <stem>-01<ext>... for repeats."""
-    folder = urlsplit(url).hostname or "unknown-host"
+    """The items for one URL: <host>[_port]/<file name>, numbered <stem>-01<ext>... for repeats."""
+    folder = host_folder(url)
     if repeat == 1:
         yield FileItem(url=url, folder=folder, file_urls=[url])
         return
@@ -43,12 +46,16 @@ class UrlsSpider(scrapy.Spider):
         super().__init__()
         self.args = UrlsArgs.from_kwargs(kwargs)
         self.draws: dict[tuple[str, str], str] = {}  # (URL, checksum) -> first path with it
+        self.pending = 0  # items yielded whose files are not all done yet
+        self.waiter: Deferred[None] | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
         if spider.args.repeat > 1:
             crawler.signals.connect(spider.report_identical, signal=signals.item_scraped)
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(spider.item_done, signal=signal)
         return spider
 
     async def start(self) -> AsyncIterator[FileItem]:
@@ -56,6 +63,9 @@ class UrlsSpider(scrapy.Spider):
         for number, problem in bad:
             self.logger.error("%s line %d: %s, skipped", self.args.source(), number, problem)
         self.crawler.stats.set_value("xkcdcrawl/bad_urls", len(bad))
+        # Items in the pipeline at once: enough to keep every connection busy, few enough that
+        # a Ctrl-C (which stops start() and lets the pipeline finish) is over in seconds.
+        window = 2 * self.settings.getint("CONCURRENT_REQUESTS")
         taken: defaultdict[str, set[str]] = defaultdict(set)  # names per folder
         for _, url in good:
             for item in file_items(url, self.args.repeat):
@@ -63,7 +73,41 @@ class UrlsSpider(scrapy.Spider):
                 # (a URL with a query is named by its response: Content-Disposition, or the query)
                 if not urlsplit(url).query and (unique := distinct_name(name, url, taken[item.folder])) != name:
                     item.name = unique  # another URL of this host has the same file name
+                await self.until(lambda: self.pending < window)
+                self.pending += 1
                 yield item
+        # Scrapy's engine notices that items from start() are done only on its 5 s heartbeat:
+        # start() ends when they are, and the engine looks at once (a 1-file run took 5 s more).
+        await self.until(lambda: self.pending == 0)
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        """Wait until done() is true; checked each time an item is done."""
+        while not done():
+            self.waiter = Deferred()
+            await maybe_deferred_to_future(self.waiter)
+
+    def item_done(self) -> None:
+        self.pending -= 1
+        if self.waiter is not None and not self.waiter.called:
+            self.waiter.callback(None)
+        call_later(0, self.finish_closing)  # once Scrapy has counted the item as done
+
+    def finish_closing(self) -> None:
+        """Let a stopping crawl (Ctrl-C) close once the pipeline is empty.
+
+        Scrapy 2.19 checks whether its scraper may close only after the items of a response:
+        items from start() that finish while the spider closes left the crawl open forever.
+        """
+        engine = self.crawler.engine
+        if engine is None or engine.running:
+            return  # not stopping: the engine closes an idle spider itself
+        slot = engine.scraper.slot
+        if slot is None or (slot.closing is not None and slot.closing.called):
+            return
+        if slot.closing is not None and slot.is_idle():
+            engine.scraper._check_if_closing()
+        else:  # the item is counted as done a moment after its signal
+            call_later(0.05, self.finish_closing)
 
     def report_identical(self, item: Any) -> None:
         """An endpoint meant to be random that served the same file twice."""

@@ -75,11 +75,12 @@ def test_files_are_checked_against_the_digest_the_server_publishes(
     ]
     run = crawl("urls", "-a", urls_arg(tmp_path, urls), "-s", "XKCDCRAWL_SPLIT_PARTS=1", *FAST)
     assert run.returncode == 1
-    assert run.stored() == {f"127.0.0.1/{n}.bin": file_body(f"{n}.bin@1", size) for n in ("good", "md5")}
+    folder = server.folder
+    assert run.stored() == {f"{folder}/{n}.bin": file_body(f"{n}.bin@1", size) for n in ("good", "md5")}
     files = {item["files"][0]["path"]: item["files"][0] for item in run.items()}
-    assert files["127.0.0.1/good.bin"]["verified"] == ["sha256"]
-    assert files["127.0.0.1/md5.bin"]["verified"] == ["md5"]
-    bad = files["127.0.0.1/bad.bin"]
+    assert files[f"{folder}/good.bin"]["verified"] == ["sha256"]
+    assert files[f"{folder}/md5.bin"]["verified"] == ["md5"]
+    bad = files[f"{folder}/bad.bin"]
     assert bad["status"] == "failed"
     assert "checksum mismatch: sha256 is" in bad["reason"]
     assert server.hits["/range/bad.bin"] == 2  # fetched once more before it counts as failed

@@ -18,6 +18,7 @@ from faultserver import FaultServer, file_body
 from webservers import nginx, python_http_server
 
 from xkcdcrawl.bodyfile import PartialState
+from xkcdcrawl.paths import host_folder
 from xkcdcrawl.stores import AtomicFSFilesStore
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def test_a_cut_body_is_resumed_with_a_range(tmp_path: Path, server: FaultServer,
     url = server.url_for(f"/range/cut.bin?size={size}&cut={MiB}&times=1")
     run = crawl("urls", "-a", urls_arg(tmp_path, [url]), *ONE_STREAM, *FAST)
     assert run.returncode == 0, run.stderr
-    assert run.stored() == {"127.0.0.1/cut.bin": file_body("cut.bin@1", size)}
+    assert run.stored() == {f"{server.folder}/cut.bin": file_body("cut.bin@1", size)}
     first, again = server.ranges
     assert first == ("/range/cut.bin", "", 200, MiB)
     assert again[2] == 206
@@ -116,7 +117,7 @@ def test_split_file_holds_the_per_host_limit(tmp_path: Path, server: FaultServer
     split = ["-s", f"XKCDCRAWL_SPLIT_SIZE={MiB}", "-s", "XKCDCRAWL_SPLIT_PARTS=4"]
     run = crawl("urls", "-a", urls_arg(tmp_path, [url]), *split, "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2", *FAST)
     assert run.returncode == 0, run.stderr
-    assert run.stored() == {"127.0.0.1/split.bin": file_body("split.bin@1", size)}
+    assert run.stored() == {f"{server.folder}/split.bin": file_body("split.bin@1", size)}
     quarter = size // 4
     # The first request is left once it has its quarter: the server sees the client hang up.
     assert server.hits["/range/split.bin"] == 4
@@ -144,7 +145,7 @@ def test_a_big_file_streams_in_flat_memory(tmp_path: Path) -> None:
                     peak_kib = max(peak_kib, int(status.split("VmHWM:")[1].split()[0]))
             time.sleep(0.02)
     assert proc.returncode == 0
-    assert sha256(store / "127.0.0.1" / "big.bin") == expected
+    assert sha256(store / host_folder(url) / "big.bin") == expected
     assert 30_000 < peak_kib < 130_000, f"peak RSS {peak_kib // 1024} MiB for a {size // MiB} MiB file"
     assert partial_folder(store) == []
 
@@ -157,13 +158,13 @@ def test_a_killed_crawl_resumes_the_rest_of_a_big_file(tmp_path: Path) -> None:
     with nginx(root, access_log=log, limit_rate="2m") as url:
         args = ("listing", "-a", f"url={url}", "-s", f"FILES_STORE={store}", *ONE_STREAM, *FAST)
         kill_when(start_crawl(*args), lambda: partial_size(store) >= 2 * MiB)
-        assert not (store / "127.0.0.1" / "big.bin").exists()
+        assert not (store / host_folder(url) / "big.bin").exists()
         kept = partial_size(store)
         again = subprocess.run(
             [sys.executable, "-m", "scrapy", "crawl", *args], cwd=PROJECT, capture_output=True, text=True, check=False
         )
     assert again.returncode == 0, again.stderr
-    assert sha256(store / "127.0.0.1" / "big.bin") == expected
+    assert sha256(store / host_folder(url) / "big.bin") == expected
     status, ranges, sent = access(log, "/big.bin")[-1]
     assert (status, ranges) == (206, f"bytes={kept}-")
     assert size - kept <= sent < size - kept + 1000  # the rest, and its headers
@@ -176,13 +177,15 @@ def test_a_killed_split_download_resumes_only_its_missing_ranges(tmp_path: Path)
     size = 16 * MiB
     expected = pattern_file(root / "big.bin", size, "split")
     split = ["-s", f"XKCDCRAWL_SPLIT_SIZE={MiB}", "-s", "XKCDCRAWL_SPLIT_PARTS=4"]
-    state_path = AtomicFSFilesStore(store).partial_for("127.0.0.1/big.bin")[1]
+    state_path: Path | None = None
 
     def ranges_under_way() -> bool:
+        assert state_path is not None
         state = PartialState.load(state_path)
         return state is not None and all(done > MiB for _, _, done in state.segments[1:])
 
     with nginx(root, access_log=log, limit_rate="2m") as url:
+        state_path = AtomicFSFilesStore(store).partial_for(f"{host_folder(url)}/big.bin")[1]
         args = ("listing", "-a", f"url={url}", "-s", f"FILES_STORE={store}", *split, *FAST)
         kill_when(start_crawl(*args), ranges_under_way)
         state = PartialState.load(state_path)
@@ -197,7 +200,7 @@ def test_a_killed_split_download_resumes_only_its_missing_ranges(tmp_path: Path)
             [sys.executable, "-m", "scrapy", "crawl", *args], cwd=PROJECT, capture_output=True, text=True, check=False
         )
     assert again.returncode == 0, again.stderr
-    assert sha256(store / "127.0.0.1" / "big.bin") == expected
+    assert sha256(store / host_folder(url) / "big.bin") == expected
     resumed = access(log, "/big.bin")[before:]
     missing = [f"bytes={a + done}-{b}" for a, b, done in state.segments if a + done <= b]
     assert len(missing) >= 3
@@ -222,7 +225,7 @@ def test_a_file_changed_on_the_server_is_fetched_afresh(tmp_path: Path) -> None:
     expected = pattern_file(root / "f.bin", size, "new version")
     with nginx(root, access_log=log) as url:
         # Half of the old version, with the old version's ETag: If-Range does not match.
-        fake_partial(store, "127.0.0.1/f.bin", f"{url}f.bin", b"o" * (size // 2), '"0-old"')
+        fake_partial(store, f"{host_folder(url)}/f.bin", f"{url}f.bin", b"o" * (size // 2), '"0-old"')
         run = subprocess.run(
             [sys.executable, "-m", "scrapy", "crawl", "listing", "-a", f"url={url}", "-s", f"FILES_STORE={store}"],
             cwd=PROJECT,
@@ -231,7 +234,7 @@ def test_a_file_changed_on_the_server_is_fetched_afresh(tmp_path: Path) -> None:
             check=False,
         )
     assert run.returncode == 0, run.stderr
-    assert sha256(store / "127.0.0.1" / "f.bin") == expected  # never spliced
+    assert sha256(store / host_folder(url) / "f.bin") == expected  # never spliced
     [(status, ranges, sent)] = access(log, "/f.bin")
     assert (status, ranges) == (200, f"bytes={size // 2}-")
     assert sent > size
@@ -243,7 +246,7 @@ def test_a_server_without_ranges_starts_over(tmp_path: Path) -> None:
     root.mkdir()
     expected = pattern_file(root / "f.bin", 3 * MiB, "no ranges")
     with python_http_server(root) as url:
-        fake_partial(store, "127.0.0.1/f.bin", f"{url}f.bin", b"x" * MiB, "Mon, 01 Jan 2024 00:00:00 GMT")
+        fake_partial(store, f"{host_folder(url)}/f.bin", f"{url}f.bin", b"x" * MiB, "Mon, 01 Jan 2024 00:00:00 GMT")
         run = subprocess.run(
             [sys.executable, "-m", "scrapy", "crawl", "listing", "-a", f"url={url}", "-s", f"FILES_STORE={store}"],
             cwd=PROJECT,
@@ -252,7 +255,7 @@ def test_a_server_without_ranges_starts_over(tmp_path: Path) -> None:
             check=False,
         )
     assert run.returncode == 0, run.stderr
-    assert sha256(store / "127.0.0.1" / "f.bin") == expected
+    assert sha256(store / host_folder(url) / "f.bin") == expected
     assert partial_folder(store) == []
 
 
@@ -282,7 +285,7 @@ def test_a_full_disk_fails_that_file_and_leaves_nothing(
     assert partial_folder(small_disk) == []  # the space is given back
     after = crawl("urls", "-a", urls_arg(tmp_path, [server.url_for("/ok/small.txt")]), *FAST, store=small_disk)
     assert after.returncode == 0, after.stderr
-    assert after.stored() == {"127.0.0.1/small.txt": file_body("small.txt")}
+    assert after.stored() == {f"{server.folder}/small.txt": file_body("small.txt")}
 
 
 def test_files_are_not_capped_by_download_maxsize_but_by_their_own_setting(
@@ -291,7 +294,7 @@ def test_files_are_not_capped_by_download_maxsize_but_by_their_own_setting(
     urls = [server.url_for(f"/range/big.bin?size={2 * MiB}"), server.url_for(f"/ok/mid.bin?size={200_000}")]
     run = crawl("urls", "-a", urls_arg(tmp_path, urls), "-s", "DOWNLOAD_MAXSIZE=100000", *FAST)
     assert run.returncode == 0, run.stderr
-    assert set(run.stored()) == {"127.0.0.1/big.bin", "127.0.0.1/mid.bin"}
+    assert set(run.stored()) == {f"{server.folder}/big.bin", f"{server.folder}/mid.bin"}
     cap = ["-s", "XKCDCRAWL_FILES_MAXSIZE=1000000"]
     capped = crawl("urls", "-a", urls_arg(tmp_path, urls[:1]), *cap, *FAST, store=tmp_path / "capped")
     assert capped.returncode == 1
@@ -316,7 +319,7 @@ def test_a_listed_file_redirected_to_another_host_is_streamed_there(tmp_path: Pa
             check=False,
         )
     assert run.returncode == 0, run.stderr
-    assert sha256(store / "127.0.0.1" / "a.bin") == expected  # under the listed name
+    assert sha256(store / host_folder(url) / "a.bin") == expected  # under the listed name
     assert access(log, "/a.bin") == [(302, "-", access(log, "/a.bin")[0][2])]
     assert [status for status, _, _ in access(log, "/real/a.bin")] == [200]
     assert "Filtered offsite" not in run.stderr

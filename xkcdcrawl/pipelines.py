@@ -7,6 +7,7 @@ import hashlib
 import logging
 import posixpath
 import time
+from collections.abc import Mapping
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -38,9 +39,15 @@ logger = logging.getLogger(__name__)
 
 def store_path(url: str, item: Any) -> str:
     """<item folder>/<file name>: from the URL and stable item fields only."""
-    adapter = ItemAdapter(item)
-    name = adapter.get("name") or url_file_name(url)
-    return safe_relpath(adapter.get("folder") or "unsorted", safe_segment(name))
+    name = field(item, "name") or url_file_name(url)
+    return safe_relpath(field(item, "folder") or "unsorted", safe_segment(name))
+
+
+def field(item: Any, name: str) -> Any:
+    """An item's field, or None: ItemAdapter's answer, without building one (a few a file add up)."""
+    if isinstance(item, Mapping):  # dict, scrapy.Item
+        return item.get(name)
+    return getattr(item, name, None)  # dataclass, attrs, pydantic
 
 
 def needs_response_name(url: str, path: str, named: bool, draw: int | None) -> bool:
@@ -89,9 +96,8 @@ class NamedFilesPipeline(FilesPipeline):
         if (known_path := request.meta.get("store_path")) is not None:
             return str(known_path)
         path = store_path(request.url, item)
-        adapter = ItemAdapter(item)
-        named = adapter.get("name") is not None
-        if not needs_response_name(request.url, path, named, adapter.get("draw")):
+        named = field(item, "name") is not None
+        if not needs_response_name(request.url, path, named, field(item, "draw")):
             request.meta["store_path"] = path
             return path
         # Scrapy asks for the path before downloading, to skip stored files: the name
@@ -132,10 +138,34 @@ class NamedFilesPipeline(FilesPipeline):
             # Nothing of this run, or of the runs it resumed, stays but what the next one resumes.
             self.fs.sweep(self.started, self.unfinished)
 
+    async def process_item(self, item: Any, spider: Any = None) -> Any:
+        # A re-run of a big mirror finds most files stored: answered here, without the media
+        # pipeline's requests, fingerprints and waits for each (half a re-run's CPU).
+        if (files := self._all_stored(item)) is not None:
+            self.crawler.stats.inc_value("xkcdcrawl/expected_files", len(files))
+            for _ in files:
+                self.inc_stats("uptodate")
+            ItemAdapter(item)[self.files_result_field] = files
+            return item
+        return await super().process_item(item)
+
+    def _all_stored(self, item: Any) -> list[FileInfo] | None:
+        """The outcomes of an item whose files are all stored (and not expired), else None."""
+        if self.fs is None:
+            return None
+        files: list[FileInfo] = []
+        for url in field(item, self.files_urls_field) or []:
+            request = Request(url, callback=NO_CALLBACK, meta={"draw": field(item, "draw")})
+            path = self.file_path(request, item=item)
+            stat = self.fs.stat_now(path)
+            if not stat or time.time() - stat["last_modified"] > self.expires * 86400:
+                return None
+            files.append({"url": url, "path": path, "checksum": stat["checksum"], "status": "uptodate"})
+        return files
+
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
-        adapter = ItemAdapter(item)
-        urls = adapter.get(self.files_urls_field) or []
-        draw = adapter.get("draw")  # repeats of one URL: xkcdcrawl.fingerprint keeps them apart
+        urls = field(item, self.files_urls_field) or []
+        draw = field(item, "draw")  # repeats of one URL: xkcdcrawl.fingerprint keeps them apart
         self.crawler.stats.inc_value("xkcdcrawl/expected_files", len(urls))  # the progress bar's total
         # A listed file is fetched wherever its redirects lead: the start host bounds pages only.
         meta = {"draw": draw, "allow_offsite": True} if draw else {"allow_offsite": True}
@@ -184,7 +214,7 @@ class NamedFilesPipeline(FilesPipeline):
 
     def _expected(self, item: Any, published: dict[str, str]) -> dict[str, str]:
         """What the file must be: the listing's checksum files, then the server's digest headers."""
-        return {**published, **(ItemAdapter(item).get("digests") or {})}
+        return {**published, **(field(item, "digests") or {})}
 
     def _stored(self, request: Request, path: str, checksum: str, status: str, verified: dict[str, str]) -> FileInfo:
         info: dict[str, Any] = {"url": request.url, "path": path, "checksum": checksum, "status": status}

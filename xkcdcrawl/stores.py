@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
 import time
 from contextlib import suppress
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from twisted.internet.defer import succeed
 from twisted.internet.threads import deferToThread
 
 from xkcdcrawl.checksums import mismatches
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
 STALE_PARTIAL = 3600.0  # seconds: a temporary file this old belongs to no running crawl
+LISTINGS_KEPT = 256  # folder listings remembered by stat_file()
 # Checksum (sha256) of a stored file, tied to its size and mtime so that any later change voids it.
 _XATTR = "user.xkcdcrawl.sha256"
 
@@ -57,6 +61,8 @@ class AtomicFSFilesStore:
         self.partial = self.root / ".xkcdcrawl" / "partial"
         self.partial.mkdir(parents=True, exist_ok=True)
         _remove_older_than(self.partial, STALE_PARTIAL, "*.tmp")
+        # Folder -> the names in it, for stat_file(); set.add() is atomic: the threads add to them.
+        self._listings: dict[str, set[str]] = {}
 
     def persist_file(
         self,
@@ -89,6 +95,7 @@ class AtomicFSFilesStore:
             checksum = hashlib.sha256(buf.getbuffer()).hexdigest()
             _remember_checksum(part, checksum)
             part.replace(target)  # atomic: same file system
+            self._stored(path)
         finally:
             part.unlink(missing_ok=True)
         return checksum
@@ -129,6 +136,7 @@ class AtomicFSFilesStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         self.resolve(path)  # again: a symlinked folder may have been created meanwhile
         part.replace(target)
+        self._stored(path)
         part.with_suffix(".json").unlink(missing_ok=True)
         return digest
 
@@ -147,7 +155,57 @@ class AtomicFSFilesStore:
                         path.unlink()
 
     def stat_file(self, path: str | os.PathLike[str], info: MediaPipeline.SpiderInfo) -> Deferred[StatInfo]:
-        return deferToThread(self._stat, path)  # may hash a file stored without our checksum
+        """What is stored under a path: {} for nothing, else its mtime and checksum.
+
+        Asked before every download. A thread hop per file cost more than the look-up itself,
+        so each folder is listed once (and what this store writes added to its listing) and a
+        file that is not there is answered at once; a stored file is looked at here too, and
+        hashed in a thread only when it has no remembered checksum (stored by another program).
+        """
+        if (known := self.stat_now(path)) is not None:
+            return succeed(known)
+        return deferToThread(self._stat, path)
+
+    def stat_now(self, path: str | os.PathLike[str]) -> StatInfo | None:
+        """stat_file() without a thread, or None when the file must be hashed first."""
+        folder, _, name = str(path).rpartition("/")
+        if name not in self._names_in(folder):
+            return {}
+        try:
+            target = self._resolved(folder) / name
+            stat = target.lstat()
+            if not S_ISREG(stat.st_mode):  # a symlink (or a folder): the long way, with its checks
+                target = self.resolve(path)
+                stat = target.stat()
+        except (OSError, OutsideStoreError):
+            return {}
+        if (checksum := _recall_checksum(target, stat)) is not None:
+            return {"last_modified": stat.st_mtime, "checksum": checksum}
+        return None
+
+    @functools.lru_cache(maxsize=LISTINGS_KEPT)  # noqa: B019  (one store a crawl, kept as long)
+    def _resolved(self, folder: str) -> Path:
+        """A store folder's real path, checked to be inside the store, once."""
+        return self.resolve(f"{folder}/_").parent if folder else self.root
+
+    def _names_in(self, folder: str) -> set[str]:
+        """The names in a store folder, listed the first time it is asked for."""
+        if (names := self._listings.get(folder)) is None:
+            directory = self.root.joinpath(*folder.split("/")) if folder else self.root
+            try:
+                names = {entry.name for entry in os.scandir(directory)}
+            except OSError:
+                names = set()
+            if len(self._listings) >= LISTINGS_KEPT:
+                self._listings.pop(next(iter(self._listings)))
+            self._listings[folder] = names
+        return names
+
+    def _stored(self, path: str | os.PathLike[str]) -> None:
+        """A file this store has just put in place: in its folder's listing from now on."""
+        folder, _, name = str(path).rpartition("/")
+        if (names := self._listings.get(folder)) is not None:
+            names.add(name)
 
     def _stat(self, path: str | os.PathLike[str]) -> StatInfo:
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Self
 
+from scrapy import signals
+
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
@@ -49,4 +51,15 @@ class QuietNetworkErrors:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        return cls()
+        ext = cls()
+        crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
+        return ext
+
+    def spider_opened(self) -> None:
+        # Scrapy sets its logger to DEBUG and the root one to NOTSET (again once the crawl starts,
+        # hence here), and filters in its handlers: every debug() of every request and item
+        # builds a record only to drop it (two a file, a tenth of a re-run's CPU).
+        levels = [handler.level for handler in logging.root.handlers]
+        if levels and (level := min(levels)) > logging.NOTSET:
+            for logger in (logging.root, logging.getLogger("scrapy")):
+                logger.setLevel(max(logger.level, level))

@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any, Self
 from itemadapter import ItemAdapter
 from scrapy import signals
 from scrapy.exceptions import IgnoreRequest
-from scrapy.http.request import NO_CALLBACK
 
 from xkcdcrawl.errors import reason
-from xkcdcrawl.extensions.progress import size
+from xkcdcrawl.extensions.progress import is_file_request, size
 from xkcdcrawl.extensions.report import announce, spider_args
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ class DryRunMiddleware:
         return bool(spider_args(self.crawler.spider).get("dry_run"))
 
     async def process_request(self, request: Request, spider: Any = None) -> Response | None:
-        if request.callback is not NO_CALLBACK or request.method != "GET" or not self.active():
+        if not is_file_request(request) or request.method != "GET" or not self.active():
             return None
         self.sizes[request.url] = await self.head(request)
         raise IgnoreRequest(DRY_RUN)

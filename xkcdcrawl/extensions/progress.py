@@ -66,6 +66,11 @@ def duration(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def is_file_request(request: Request) -> bool:
+    """A request of the files pipeline: no callback, and not robots.txt (no callback either)."""
+    return request.callback is NO_CALLBACK and "dont_obey_robotstxt" not in request.meta
+
+
 def listing_done(crawler: Crawler) -> bool:
     """No page is left to read, so no more files will be found: the total is final."""
     engine = crawler.engine
@@ -129,7 +134,7 @@ class Progress:
 
     def bytes_received(self, data: bytes, request: Request) -> None:
         # Sent for every chunk of every body: an addition, nothing more.
-        # (robots.txt requests have no callback either, but are no file.)
+        # is_file_request(), inlined: this runs for every chunk.
         if request.callback is NO_CALLBACK and "dont_obey_robotstxt" not in request.meta:
             self.bytes += len(data)
             self.flight[request] = self.flight.get(request, 0) + len(data)

@@ -253,7 +253,7 @@ def test_without_a_terminal_one_line_per_interval_and_the_summary_last(crawl: Cr
 def test_summary_and_report_match_the_store_at_warning_level(crawl: Crawl) -> None:
     with FaultServer() as server:
         good = [f"{server.url}/ok/{name}?size={n}" for name, n in (("a.bin", 3000), ("b.bin", 5000), ("c.txt", 7))]
-        run = crawl(*urls_arg(*good, f"{server.url}/status/500/bad.bin"), *FAST, "-s", "LOG_LEVEL=WARNING")
+        run = crawl(*urls_arg(*good, f"{server.url}/status/500/bad.bin"), *FAST, "-s", "LOG_LEVEL=WARNING", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=3")
     assert run.returncode == 1
     stored = run.stored()
     assert stored == {f"127.0.0.1/{name}": file_body(name, n) for name, n in (("a.bin", 3000), ("b.bin", 5000), ("c.txt", 7))}
@@ -268,7 +268,8 @@ def test_summary_and_report_match_the_store_at_warning_level(crawl: Crawl) -> No
     assert document["counts"]["downloaded"] == 3
     assert document["counts"]["failed"] == 1
     assert document["close_reason"] == "finished"
-    assert document["settings"]["CONCURRENT_REQUESTS_PER_DOMAIN"] == 8
+    assert document["settings"]["CONCURRENT_REQUESTS_PER_DOMAIN"] == 3  # an int, though -s gave a string
+    assert document["settings"]["DOWNLOAD_DELAY"] == 0.0
     rows = {row["path"]: row for row in document["files"]}
     assert rows["127.0.0.1/bad.bin"]["outcome"] == "failed"
     assert rows["127.0.0.1/bad.bin"]["reason"] == "HTTP 500"

@@ -34,19 +34,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FIRST_FAILURES = 20  # failed URLs the summary names; the report has them all
-SETTINGS = (
-    "FILES_STORE",
-    "CONCURRENT_REQUESTS",
-    "CONCURRENT_REQUESTS_PER_DOMAIN",
-    "DOWNLOAD_DELAY",
-    "AUTOTHROTTLE_ENABLED",
-    "DOWNLOAD_TIMEOUT",
-    "RETRY_TIMES",
-    "ROBOTSTXT_OBEY",
-    "DOWNLOAD_MAXSIZE",
-    "USER_AGENT",
-    "XKCDCRAWL_ARCHIVE",
-)
+# The settings that shape a run, each read as its type (-s gives strings).
+SETTINGS = {
+    "FILES_STORE": "get",
+    "CONCURRENT_REQUESTS": "getint",
+    "CONCURRENT_REQUESTS_PER_DOMAIN": "getint",
+    "DOWNLOAD_DELAY": "getfloat",
+    "AUTOTHROTTLE_ENABLED": "getbool",
+    "DOWNLOAD_TIMEOUT": "getfloat",
+    "RETRY_TIMES": "getint",
+    "ROBOTSTXT_OBEY": "getbool",
+    "DOWNLOAD_MAXSIZE": "getint",
+    "USER_AGENT": "get",
+    "XKCDCRAWL_ARCHIVE": "getbool",
+}
 
 
 def announce(message: str) -> None:
@@ -180,7 +181,7 @@ class RunReport:
             "ended": datetime.now(UTC).isoformat(timespec="seconds"),
             "close_reason": self.reason,
             "dry_run": dry_run,
-            "settings": {name: self.crawler.settings.get(name) for name in SETTINGS},
+            "settings": {name: getattr(self.crawler.settings, get)(name) for name, get in SETTINGS.items()},
             "counts": {
                 **counts(stats),
                 **{k.removeprefix("xkcdcrawl/"): v for k, v in stats.get_stats().items() if k.startswith("xkcdcrawl/")},

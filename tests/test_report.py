@@ -361,6 +361,6 @@ def test_dry_run_lists_what_it_would_fetch_and_fetches_no_file(
     assert f"would fetch  {url}b.bin -> 127.0.0.1/pub/b.bin (2.9 KiB)\n" in run.stderr
     assert f"would fetch  {url}sub/c.txt -> 127.0.0.1/pub/sub/c.txt (20 B)\n" in run.stderr
     assert "Files: 0 downloaded, 1 uptodate, 0 failed, 2 filtered" in run.stderr
-    assert "Dry run: 2 files to fetch (2.9 KiB where the server said), nothing fetched" in run.stderr
+    assert "Dry run: 2 files to fetch, 2.9 KiB for the 2 of known size; nothing fetched" in run.stderr
     # A dry run keeps the latest report for retry_failed as it was.
     assert not latest_report(run.store, "listing").exists()

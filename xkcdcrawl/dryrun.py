@@ -65,10 +65,12 @@ class DryRunMiddleware:
         for file in ItemAdapter(item).get("files") or []:
             url, path = file["url"], file.get("path")
             if file.get("status") == "uptodate":
-                announce(f"stored       {url} -> {path}")
+                announce(f"stored       {url} -> {path}", __name__)
             elif file.get("reason") == DRY_RUN:
                 known = self.sizes.pop(url, None)
                 self.crawler.stats.inc_value("xkcdcrawl/dry_run/would_fetch")
                 if known is not None:
+                    self.crawler.stats.inc_value("xkcdcrawl/dry_run/sized")
                     self.crawler.stats.inc_value("xkcdcrawl/dry_run/bytes", known)
-                announce(f"would fetch  {url} -> {path} ({size(known) if known is not None else 'size unknown'})")
+                shown = size(known) if known is not None else "size unknown"
+                announce(f"would fetch  {url} -> {path} ({shown})", __name__)

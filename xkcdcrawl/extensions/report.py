@@ -50,9 +50,9 @@ SETTINGS = {
 }
 
 
-def announce(message: str) -> None:
+def announce(message: str, name: str = __name__) -> None:
     """Log at INFO whatever LOG_LEVEL says: the summary is the result of the run."""
-    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, (), None)
+    record = logger.makeRecord(name, logging.INFO, __file__, 0, message, (), None)
     handlers = [h for h in logging.root.handlers if not isinstance(h, logging.NullHandler)]
     if not handlers:
         sys.stderr.write(message + "\n")
@@ -212,10 +212,13 @@ class RunReport:
         assert self.crawler.stats is not None
         stats = self.crawler.stats
         rate = self.bytes / self.elapsed if self.elapsed else 0.0
-        lines = [summary(stats), f"Downloaded {size(self.bytes)} in {duration(self.elapsed)}, {size(rate)}/s"]
-        if would := stats.get_value("xkcdcrawl/dry_run/would_fetch"):
-            known = stats.get_value("xkcdcrawl/dry_run/bytes", 0)
-            lines.append(f"Dry run: {would} files to fetch ({size(known)} where the server said), nothing fetched")
+        lines = [summary(stats)]
+        if spider_args(self.crawler.spider).get("dry_run"):
+            would = stats.get_value("xkcdcrawl/dry_run/would_fetch", 0)
+            sized, known = stats.get_value("xkcdcrawl/dry_run/sized", 0), stats.get_value("xkcdcrawl/dry_run/bytes", 0)
+            lines.append(f"Dry run: {would} files to fetch, {size(known)} for the {sized} of known size; nothing fetched")
+        else:
+            lines.append(f"Downloaded {size(self.bytes)} in {duration(self.elapsed)}, {size(rate)}/s")
         if self.failed_count:
             lines.append(f"Failed ({self.failed_count}):")
             lines += [f"  {url}: {why}" for url, why in self.failed]

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 OUTCOMES = ("downloaded", "uptodate", "failed", "filtered")
 # A file shows on the bar while in flight once this much of it has arrived.
 BIG_FILE = 1 << 20
-RATE_WINDOW = 10.0  # seconds the current rate is measured over
+RATE_WINDOW = 5.0  # seconds the current rate is measured over
 
 
 def counts(stats: StatsCollector) -> dict[str, int]:
@@ -144,6 +144,7 @@ class Progress:
 
     def spider_opened(self) -> None:
         self.started = time.monotonic()
+        self.samples.append((self.started, 0))  # the first tick's rate covers the first interval
         if sys.stderr.isatty():
             self._start_bar()
         # The bar redraws often enough to look alive; plain lines come once per interval.

@@ -215,6 +215,7 @@ class Progress:
         if self.loop is not None and self.loop.running:
             self.loop.stop()
         if self.bar is not None:
+            self.tick()  # the last figures, however short the crawl was
             self.bar.stop()
             for handler, stream in self.streams:
                 handler.setStream(stream)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+STALE_ROWS = 86400.0  # seconds: rows this old belong to no running crawl
 FIRST_FAILURES = 20  # failed URLs the summary names; the report has them all
 # The settings that shape a run, each read as its type (-s gives strings).
 SETTINGS = {
@@ -111,8 +112,17 @@ class RunReport:
         self.clock = time.monotonic()
         if self.root is None:
             return  # s3://, gs://, ftp://: nowhere next to the files to write it
-        folder = self.root / ".xkcdcrawl" / "reports"
+        try:
+            self.open_rows(spider, self.root / ".xkcdcrawl" / "reports")
+        except OSError as error:
+            logger.error("Cannot write a run report in %s: %s", self.root, error.strerror)
+            self.path = self.rows = None
+
+    def open_rows(self, spider: Spider, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.rows"):  # the rows of a killed run, never made into a report
+            if stale.stat().st_mtime < time.time() - STALE_ROWS:
+                stale.unlink(missing_ok=True)
         stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
         self.path = folder / f"{spider.name}-{stamp}.json"
         for n in range(2, 1000):  # two runs in one second

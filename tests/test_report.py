@@ -66,7 +66,7 @@ def test_progress_line_counts_file_bytes_only(monkeypatch: pytest.MonkeyPatch) -
     stats.set_value("xkcdcrawl/expected_files", 10)
     stats.set_value("file_status_count/downloaded", 2)
     stats.set_value("file_status_count/failed", 1)
-    file = Request("http://a.test/big.iso", callback=NO_CALLBACK)
+    file = Request("http://a.test/big.iso?mirror=1", callback=NO_CALLBACK)
     for _ in range(3):
         progress.bytes_received(b"x" * (1 << 20), file)
     progress.bytes_received(b"<html>" * 1000, Request("http://a.test/page.html"))  # a page: not counted

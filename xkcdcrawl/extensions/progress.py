@@ -7,6 +7,7 @@ import sys
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
 
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
@@ -201,7 +202,7 @@ class Progress:
 
     def in_flight(self) -> str:
         big = sorted(((n, r) for r, n in self.flight.items() if n >= BIG_FILE), key=lambda x: -x[0])[:3]
-        return "".join(f" | {r.url.rpartition('/')[2][:30]} {size(n)}" for n, r in big)
+        return "".join(f" | {urlsplit(r.url).path.rpartition('/')[2][:30]} {size(n)}" for n, r in big)
 
     def tick(self) -> None:
         f = self.figures()

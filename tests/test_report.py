@@ -28,6 +28,7 @@ from scrapy import Request
 from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
+from xkcdsite import Servers, Site, _handler, image_bytes
 
 from xkcdcrawl.extensions.progress import Progress, size
 from xkcdcrawl.extensions.report import RunReport, announce, latest_report, report_rows
@@ -368,3 +369,39 @@ def test_dry_run_lists_what_it_would_fetch_and_fetches_no_file(
     assert "Dry run: 2 files to fetch, 2.9 KiB for the 2 of known size; nothing fetched" in run.stderr
     # A dry run keeps the latest report for retry_failed as it was.
     assert not latest_report(run.store, "listing").exists()
+
+
+def test_retry_failed_xkcd_fetches_the_images_without_reading_the_api_again(crawl: Crawl) -> None:
+    site = Site()
+    servers = Servers(site)
+    images = servers.httpds["images"]
+    port = images.server_port
+    images.shutdown()
+    images.server_close()  # the image host is down for the first run
+    try:
+        args = ["xkcd", "-a", f"base_url={site.origin}", "-a", "start=1", "-a", "end=2", "-s", "RETRY_TIMES=0"]
+        first = crawl(*args)
+        assert first.returncode == 1
+        assert first.stored() == {}
+        assert "Files: 0 downloaded, 0 uptodate, 2 failed" in first.stderr
+        servers.httpds["images"] = ThreadingHTTPServer(("127.0.0.1", port), _handler(site, "images"))
+        threading.Thread(target=servers.httpds["images"].serve_forever, daemon=True).start()
+        site.hits.clear()
+        again = crawl(*args, "-a", "retry_failed=true")
+        hits = list(site.hits)
+        # A comic fetched by a retry is not in the download archive: a normal run reads it once more
+        # and finds its file stored.
+        normal = crawl(*args)
+    finally:
+        servers.close()
+    assert again.returncode == 0, again.stderr
+    assert sorted(hit for hit in hits if "robots.txt" not in hit) == [
+        "images:/comics/barrel_cropped_(1).jpg",
+        "images:/comics/tree_cropped_(1).jpg",
+    ]
+    assert again.stored() == {
+        "xkcd/barrel_cropped_(1).jpg": image_bytes("/comics/barrel_cropped_(1).jpg"),
+        "xkcd/tree_cropped_(1).jpg": image_bytes("/comics/tree_cropped_(1).jpg"),
+    }
+    assert "Files: 0 downloaded, 2 uptodate, 0 failed" in normal.stderr
+    assert "Traceback" not in again.stderr

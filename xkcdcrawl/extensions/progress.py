@@ -75,8 +75,6 @@ def is_file_request(request: Request) -> bool:
 def listing_done(crawler: Crawler) -> bool:
     """No page is left to read, so no more files will be found: the total is final."""
     engine = crawler.engine
-    if engine is None:
-        return False
     # Scrapy has no public "start() is exhausted and the scheduler is empty"; these two are
     # what ExecutionEngine.spider_is_idle() reads (a missing one reads as "not done").
     slot = getattr(engine, "_slot", None)

@@ -26,6 +26,9 @@ class SpiderArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    dry_run: bool = False  # list the files a run would fetch, fetch none
+    retry_failed: bool = False  # fetch only the files the last run report lists as failed
+
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> Self:
         # scrapyd adds -a _job=<id>: underscore keys belong to the runner

@@ -21,7 +21,9 @@ RETRY_TIMES = 3
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "xkcdcrawl.middlewares.BackoffRetryMiddleware": 550,  # retries that wait, pages and files
+    "xkcdcrawl.dryrun.DryRunMiddleware": 950,  # -a dry_run=true: after robots.txt and offsite, a HEAD
 }
+SPIDER_MIDDLEWARES = {"xkcdcrawl.extensions.report.RetryFailed": 10}  # -a retry_failed=true
 DOWNLOAD_FAIL_ON_DATALOSS = True  # a body shorter than its Content-Length is an error, retried
 
 # File bodies are written to disk as they arrive (pages stay in memory): xkcdcrawl.handlers.
@@ -52,6 +54,7 @@ XKCDCRAWL_RETRY_AFTER_MAX = 600.0  # a longer Retry-After gives up instead of wa
 
 EXTENSIONS = {
     "xkcdcrawl.extensions.progress.Progress": 500,
+    "xkcdcrawl.extensions.report.RunReport": 510,  # FILES_STORE/.xkcdcrawl/reports/, the end summary
     "xkcdcrawl.extensions.quiet.QuietNetworkErrors": 0,
 }
 # Off below, and not even imported (Scrapy imports every listed extension, even one set to None):

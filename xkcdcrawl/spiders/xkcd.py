@@ -119,7 +119,8 @@ class XkcdSpider(scrapy.Spider):
         return spider
 
     def archive_key(self, item: Any) -> str | None:
-        return self.archive_key_for(item.num)
+        # -a retry_failed=true yields plain FileItems: no comic number to record.
+        return self.archive_key_for(item.num) if isinstance(item, ComicItem) else None
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         if self.args.end is None:  # learn the newest number; parse_latest() yields the range

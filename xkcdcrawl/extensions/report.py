@@ -1,0 +1,285 @@
+"""The run report in FILES_STORE/.xkcdcrawl/, the end summary, and -a retry_failed=true.
+
+The report is ``.xkcdcrawl/reports/<spider>-<UTC time>.json``, and the latest complete run's is also
+``.xkcdcrawl/report-<spider>.json``. Its ``files`` hold one row per line, so that a reader
+(retry_failed) can go through a million-file report line by line without loading it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Self
+
+from itemadapter import ItemAdapter
+from scrapy import signals
+
+from xkcdcrawl.archive import COMPLETE, local_store
+from xkcdcrawl.errors import log_error
+from xkcdcrawl.extensions.progress import counts, duration, size, summary
+from xkcdcrawl.items import FileItem
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+    from scrapy import Spider
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+STALE_ROWS = 86400.0  # seconds: rows this old belong to no running crawl
+FIRST_FAILURES = 20  # failed URLs the summary names; the report has them all
+# The settings that shape a run, each read as its type (-s gives strings).
+SETTINGS = {
+    "FILES_STORE": "get",
+    "CONCURRENT_REQUESTS": "getint",
+    "CONCURRENT_REQUESTS_PER_DOMAIN": "getint",
+    "DOWNLOAD_DELAY": "getfloat",
+    "AUTOTHROTTLE_ENABLED": "getbool",
+    "DOWNLOAD_TIMEOUT": "getfloat",
+    "RETRY_TIMES": "getint",
+    "ROBOTSTXT_OBEY": "getbool",
+    "DOWNLOAD_MAXSIZE": "getint",
+    "USER_AGENT": "get",
+    "XKCDCRAWL_ARCHIVE": "getbool",
+}
+
+
+def announce(message: str, name: str = __name__) -> None:
+    """Log at INFO whatever LOG_LEVEL says: the summary is the result of the run."""
+    record = logger.makeRecord(name, logging.INFO, __file__, 0, message, (), None)
+    handlers = [h for h in logging.root.handlers if not isinstance(h, logging.NullHandler)]
+    if not handlers:
+        sys.stderr.write(message + "\n")
+    for handler in handlers:
+        # Handler.handle() applies the handler's filters and formatter, not its level.
+        handler.handle(record)
+
+
+def latest_report(root: Path, spider: str) -> Path:
+    return root / ".xkcdcrawl" / f"report-{spider}.json"
+
+
+def report_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The file rows of a report, one line at a time."""
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            text = line.strip().rstrip(",")
+            if text.startswith('{"url"'):
+                yield json.loads(text)
+
+
+def spider_args(spider: Spider | None) -> dict[str, Any]:
+    args = getattr(spider, "args", None)
+    dump = getattr(args, "model_dump", None)
+    return dump(mode="json") if dump else {}
+
+
+class RunReport:
+    """Every file's outcome, streamed to disk as it comes; the report and the summary at the end."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.root = local_store(crawler)
+        self.started = datetime.now(UTC)
+        self.clock = time.monotonic()
+        self.elapsed = 0.0
+        self.reason = "finished"
+        self.path: Path | None = None
+        self.rows: Any = None
+        self.first_rows = True
+        self.failed: list[tuple[str, str]] = []
+        self.failed_count = 0
+        self.bytes = 0  # sizes on disk of the files downloaded in this run
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        ext = cls(crawler)
+        crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(ext.item_scraped, signal=signals.item_scraped)
+        crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
+        crawler.signals.connect(ext.engine_stopped, signal=signals.engine_stopped)
+        return ext
+
+    def spider_opened(self, spider: Spider) -> None:
+        self.started = datetime.now(UTC)
+        self.clock = time.monotonic()
+        if self.root is None:
+            return  # s3://, gs://, ftp://: nowhere next to the files to write it
+        try:
+            self.open_rows(spider, self.root / ".xkcdcrawl" / "reports")
+        except OSError as error:
+            logger.error("Cannot write a run report in %s: %s", self.root, error.strerror)
+            self.path = self.rows = None
+
+    def open_rows(self, spider: Spider, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.rows"):  # the rows of a killed run, never made into a report
+            if stale.stat().st_mtime < time.time() - STALE_ROWS:
+                stale.unlink(missing_ok=True)
+        stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
+        self.path = folder / f"{spider.name}-{stamp}.json"
+        for n in range(2, 1000):  # two runs in one second
+            if not self.path.exists() and not self.path.with_suffix(".rows").exists():
+                break
+            self.path = folder / f"{spider.name}-{stamp}-{n}.json"
+        self.rows = self.path.with_suffix(".rows").open("w", encoding="utf-8")
+
+    def item_scraped(self, item: Any) -> None:
+        adapter = ItemAdapter(item)
+        for file in adapter.get("files") or []:
+            self.record(file, adapter)
+
+    def record(self, file: dict[str, Any], adapter: ItemAdapter) -> None:
+        status, path = file.get("status"), file.get("path")
+        size_on_disk = None
+        if status in COMPLETE and self.root is not None and path:
+            with contextlib.suppress(OSError):
+                size_on_disk = (self.root / path).stat().st_size
+        if status == "downloaded":
+            self.bytes += size_on_disk or 0
+        elif status == "failed":
+            self.failed_count += 1
+            if len(self.failed) < FIRST_FAILURES:
+                self.failed.append((file["url"], file.get("reason") or "unknown"))
+        if self.rows is None:
+            return
+        row = {
+            "url": file["url"],
+            "path": path,
+            "size": size_on_disk,
+            "checksum": file.get("checksum"),
+            "outcome": status,
+            "reason": file.get("reason"),
+            # What the item said, so that retry_failed asks the pipeline for the same path.
+            "folder": adapter.get("folder"),
+            "name": adapter.get("name"),
+            "draw": adapter.get("draw"),
+        }
+        self.rows.write(("" if self.first_rows else ",\n") + json.dumps(row, ensure_ascii=False))
+        self.first_rows = False
+
+    def spider_closed(self, spider: Spider, reason: str) -> None:
+        self.reason = reason
+        self.elapsed = time.monotonic() - self.clock
+        if self.rows is None or self.path is None:
+            return
+        self.rows.close()
+        try:
+            self.write(spider)
+        except OSError as error:
+            logger.error("Cannot write the run report %s: %s", self.path, error.strerror)
+            self.path = None
+
+    def write(self, spider: Spider) -> None:
+        assert self.path is not None
+        assert self.root is not None
+        assert self.crawler.stats is not None
+        stats = self.crawler.stats
+        rows = self.path.with_suffix(".rows")
+        dry_run = bool(spider_args(spider).get("dry_run"))
+        head = {
+            "spider": spider.name,
+            "arguments": spider_args(spider),
+            "started": self.started.isoformat(timespec="seconds"),
+            "ended": datetime.now(UTC).isoformat(timespec="seconds"),
+            "close_reason": self.reason,
+            "dry_run": dry_run,
+            "settings": {name: getattr(self.crawler.settings, get)(name) for name, get in SETTINGS.items()},
+            "counts": {
+                **counts(stats),
+                **{k.removeprefix("xkcdcrawl/"): v for k, v in stats.get_stats().items() if k.startswith("xkcdcrawl/")},
+            },
+            "bytes_downloaded": self.bytes,
+        }
+        part = self.path.with_suffix(".part")
+        with part.open("w", encoding="utf-8") as out, rows.open(encoding="utf-8") as body:
+            out.write(json.dumps(head, ensure_ascii=False, indent=1, default=str)[:-2] + ',\n "files": [\n')
+            for line in body:  # the rows, streamed: memory stays flat whatever the mirror's size
+                out.write(line)
+            out.write("\n ]\n}\n")
+        part.replace(self.path)
+        rows.unlink()
+        if not dry_run:  # a dry run must not hide the failures retry_failed is for
+            latest = latest_report(self.root, spider.name)
+            link = latest.with_suffix(".part")
+            link.unlink(missing_ok=True)
+            os.link(self.path, link)
+            link.replace(latest)  # atomic: a reader sees the old report or the new one
+
+    def engine_stopped(self) -> None:
+        # After Scrapy's stats dump and "Spider closed": the last thing on the screen.
+        assert self.crawler.stats is not None
+        announce("\n".join(self.summary_lines()))
+
+    def summary_lines(self) -> list[str]:
+        assert self.crawler.stats is not None
+        stats = self.crawler.stats
+        rate = self.bytes / self.elapsed if self.elapsed else 0.0
+        lines = [summary(stats)]
+        if spider_args(self.crawler.spider).get("dry_run"):
+            would = stats.get_value("xkcdcrawl/dry_run/would_fetch", 0)
+            sized, known = stats.get_value("xkcdcrawl/dry_run/sized", 0), stats.get_value("xkcdcrawl/dry_run/bytes", 0)
+            lines.append(f"Dry run: {would} files to fetch, {size(known)} for the {sized} of known size; nothing fetched")
+        else:
+            lines.append(f"Downloaded {size(self.bytes)} in {duration(self.elapsed)}, {size(rate)}/s")
+        if self.failed_count:
+            lines.append(f"Failed ({self.failed_count}):")
+            lines += [f"  {url}: {why}" for url, why in self.failed]
+            if more := self.failed_count - len(self.failed):
+                lines.append(f"  and {more} more, see {self.path}")
+        if self.reason == "shutdown":
+            done = sum(counts(stats).values())
+            lines.append(f"interrupted: {max(int(stats.get_value('xkcdcrawl/expected_files', 0)) - done, 0)} files not fetched")
+        if self.path is not None:
+            lines.append(f"Report: {self.path}")
+        return lines
+
+
+def failed_items(crawler: Crawler) -> Iterator[FileItem]:
+    """The files the latest report of this spider lists as failed, as the same paths' items."""
+    spider = crawler.spider
+    assert spider is not None
+    root = local_store(crawler)
+    report = latest_report(root, spider.name) if root else None
+    if report is None or not report.is_file():
+        log_error(spider, "retry_failed=true: no report of an earlier %s run (%s)", spider.name, report)
+        return
+    retried = 0
+    for row in report_rows(report):
+        if row.get("outcome") == "failed":
+            retried += 1
+            yield FileItem(
+                url=row["url"],
+                folder=row.get("folder") or "unsorted",
+                name=row.get("name"),
+                draw=row.get("draw"),
+                file_urls=[row["url"]],
+            )
+    logger.info("retry_failed=true: %d files failed in the run of %s", retried, report)
+
+
+class RetryFailed:
+    """Spider middleware: with -a retry_failed=true, the start is the last run's failed files."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        if not spider_args(self.crawler.spider).get("retry_failed"):
+            async for item_or_request in start:
+                yield item_or_request
+            return
+        # The spider's own start() is never iterated: no listing, API or page is read again.
+        for item in failed_items(self.crawler):
+            yield item

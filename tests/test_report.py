@@ -32,6 +32,7 @@ from xkcdsite import Servers, Site, _handler, image_bytes
 
 from xkcdcrawl.extensions.progress import Progress, size
 from xkcdcrawl.extensions.report import RunReport, announce, latest_report, report_rows
+from xkcdcrawl.paths import host_folder
 from xkcdcrawl.spiders.urls import UrlsSpider
 
 if TYPE_CHECKING:
@@ -261,7 +262,8 @@ def test_summary_and_report_match_the_store_at_warning_level(crawl: Crawl) -> No
         run = crawl(*urls_arg(*good, f"{server.url}/status/500/bad.bin"), *FAST, "-s", "LOG_LEVEL=WARNING", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=3")
     assert run.returncode == 1
     stored = run.stored()
-    assert stored == {f"127.0.0.1/{name}": file_body(name, n) for name, n in (("a.bin", 3000), ("b.bin", 5000), ("c.txt", 7))}
+    folder = server.folder
+    assert stored == {f"{folder}/{name}": file_body(name, n) for name, n in (("a.bin", 3000), ("b.bin", 5000), ("c.txt", 7))}
     assert "Files: 3 downloaded, 0 uptodate, 1 failed, 0 filtered" in run.stderr
     assert f"Downloaded {size(sum(map(len, stored.values())))} in " in run.stderr
     assert f"Failed (1):\n  {server.url}/status/500/bad.bin: HTTP 500\n" in run.stderr
@@ -276,12 +278,12 @@ def test_summary_and_report_match_the_store_at_warning_level(crawl: Crawl) -> No
     assert document["settings"]["CONCURRENT_REQUESTS_PER_DOMAIN"] == 3  # an int, though -s gave a string
     assert document["settings"]["DOWNLOAD_DELAY"] == 0.0
     rows = {row["path"]: row for row in document["files"]}
-    assert rows["127.0.0.1/bad.bin"]["outcome"] == "failed"
-    assert rows["127.0.0.1/bad.bin"]["reason"] == "HTTP 500"
+    assert rows[f"{folder}/bad.bin"]["outcome"] == "failed"
+    assert rows[f"{folder}/bad.bin"]["reason"] == "HTTP 500"
     for path_, body in stored.items():
         assert rows[path_]["outcome"] == "downloaded"
         assert rows[path_]["size"] == len(body)
-        assert rows[path_]["checksum"] == hashlib.md5(body).hexdigest()
+        assert rows[path_]["checksum"] == hashlib.sha256(body).hexdigest()
     assert document["bytes_downloaded"] == sum(map(len, stored.values()))
 
 
@@ -290,14 +292,14 @@ def test_retry_failed_fetches_only_the_failed_file(crawl: Crawl) -> None:
         urls = [f"{server.url}/ok/a.bin", f"{server.url}/status/503/b.bin?times=1", f"{server.url}/ok/c.bin"]
         first = crawl(*urls_arg(*urls), "-s", "RETRY_TIMES=0")
         assert first.returncode == 1
-        assert set(first.stored()) == {"127.0.0.1/a.bin", "127.0.0.1/c.bin"}
-        (first.store / "127.0.0.1" / "a.bin").unlink()  # retry_failed must not look at what was not failed
+        assert set(first.stored()) == {f"{server.folder}/a.bin", f"{server.folder}/c.bin"}
+        (first.store / server.folder / "a.bin").unlink()  # retry_failed must not look at what was not failed
         before = dict(server.hits)
         again = crawl(*urls_arg(*urls), "-a", "retry_failed=true")
         asked = {path: n - before.get(path, 0) for path, n in server.hits.items() if n != before.get(path, 0)}
     assert again.returncode == 0, again.stderr
     assert asked == {"/status/503/b.bin": 1, "/robots.txt": 1}
-    assert set(again.stored()) == {"127.0.0.1/b.bin", "127.0.0.1/c.bin"}
+    assert set(again.stored()) == {f"{server.folder}/b.bin", f"{server.folder}/c.bin"}
     assert "Files: 1 downloaded, 0 uptodate, 0 failed, 0 filtered" in again.stderr
     assert "retry_failed=true: 1 files failed in the run of " in again.stderr
     # The retry's own report is now the latest: nothing is left to retry.
@@ -349,7 +351,8 @@ def test_dry_run_lists_what_it_would_fetch_and_fetches_no_file(
     listing: tuple[str, list[tuple[str, str]]], crawl: Crawl, tmp_path: Path
 ) -> None:
     url, requests = listing
-    stored = tmp_path / "store" / "127.0.0.1" / "pub" / "a.txt"
+    folder = host_folder(url)
+    stored = tmp_path / "store" / folder / "pub" / "a.txt"
     stored.parent.mkdir(parents=True)
     stored.write_bytes(b"a" * 10)
     run = crawl("listing", "-a", f"url={url}", "-a", "dry_run=true", "-s", "LOG_LEVEL=WARNING")
@@ -361,10 +364,10 @@ def test_dry_run_lists_what_it_would_fetch_and_fetches_no_file(
         ("HEAD", "/pub/b.bin"),
         ("HEAD", "/pub/sub/c.txt"),
     ]
-    assert run.stored() == {"127.0.0.1/pub/a.txt": b"a" * 10}  # nothing written
-    assert f"stored       {url}a.txt -> 127.0.0.1/pub/a.txt\n" in run.stderr
-    assert f"would fetch  {url}b.bin -> 127.0.0.1/pub/b.bin (2.9 KiB)\n" in run.stderr
-    assert f"would fetch  {url}sub/c.txt -> 127.0.0.1/pub/sub/c.txt (20 B)\n" in run.stderr
+    assert run.stored() == {f"{folder}/pub/a.txt": b"a" * 10}  # nothing written
+    assert f"stored       {url}a.txt -> {folder}/pub/a.txt\n" in run.stderr
+    assert f"would fetch  {url}b.bin -> {folder}/pub/b.bin (2.9 KiB)\n" in run.stderr
+    assert f"would fetch  {url}sub/c.txt -> {folder}/pub/sub/c.txt (20 B)\n" in run.stderr
     assert "Files: 0 downloaded, 1 uptodate, 0 failed, 2 filtered" in run.stderr
     assert "Dry run: 2 files to fetch, 2.9 KiB for the 2 of known size; nothing fetched" in run.stderr
     # A dry run keeps the latest report for retry_failed as it was.

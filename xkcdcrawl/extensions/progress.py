@@ -74,6 +74,8 @@ def is_file_request(request: Request) -> bool:
 
 def listing_done(crawler: Crawler) -> bool:
     """No page is left to read, so no more files will be found: the total is final."""
+    if getattr(crawler.spider, "all_listed", False):  # a spider that knows (urls)
+        return True
     engine = crawler.engine
     # Scrapy has no public "start() is exhausted and the scheduler is empty"; these two are
     # what ExecutionEngine.spider_is_idle() reads (a missing one reads as "not done").

@@ -48,6 +48,7 @@ class UrlsSpider(scrapy.Spider):
         self.draws: dict[tuple[str, str], str] = {}  # (URL, checksum) -> first path with it
         self.pending = 0  # items yielded whose files are not all done yet
         self.waiter: Deferred[None] | None = None
+        self.all_listed = False  # every file of the list yielded
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -76,6 +77,8 @@ class UrlsSpider(scrapy.Spider):
                 await self.until(lambda: self.pending < window)
                 self.pending += 1
                 yield item
+        # Every file is known now (the progress ETA), though start() is not over yet.
+        self.all_listed = True
         # Scrapy's engine notices that items from start() are done only on its 5 s heartbeat:
         # start() ends when they are, and the engine looks at once (a 1-file run took 5 s more).
         await self.until(lambda: self.pending == 0)

@@ -129,7 +129,7 @@ class NamedFilesPipeline(FilesPipeline):
         parts = settings.getint("XKCDCRAWL_SPLIT_PARTS")
         self.split = (settings.getint("XKCDCRAWL_SPLIT_SIZE"), parts) if parts > 1 else None
         self.started = time.time()
-        self.unfinished: set[Path] = set()  # partial files kept for the next run to resume
+        self.unfinished: set[Path] = set()  # partial files of failed files, kept for the next run
         self.resumable = self.fs.resumable() if self.fs is not None else set()  # left by earlier runs
 
     def close_spider(self, spider: Any = None) -> None:
@@ -185,7 +185,6 @@ class NamedFilesPipeline(FilesPipeline):
         )
         # What reaches the file must be the file: no transfer compression to undo.
         request.headers.setdefault(b"Accept-Encoding", b"identity")
-        self.unfinished.add(part)
 
     async def media_downloaded(
         self,
@@ -238,7 +237,6 @@ class NamedFilesPipeline(FilesPipeline):
             checksum = await maybe_deferred_to_future(self.fs.finalize(part, path, result.length, digests, expected))
         except IncompleteFileError as error:
             raise FileException(str(error)) from None
-        self.unfinished.discard(part)
         status = "downloaded"
         self.inc_stats(status)
         return self._stored(request, path, checksum, status, expected)
@@ -320,6 +318,9 @@ class NamedFilesPipeline(FilesPipeline):
             # IgnoreRequest is policy (offsite, robots.txt) but also a redirect loop: a failure
             policy = isinstance(exc, _MediaRequestFiltered) and "redirect" not in str(exc).lower()
             status = "filtered" if policy else "failed"
+            if "body_file" in request.meta:
+                # What it has so far stays for the next run, even if nothing came this time.
+                self.unfinished.add(Path(request.meta["body_file"]))
             return self._outcome(request.url, item, status, str(exc), info)
 
     async def _resume_ranges(self, request: Request, info: MediaPipeline.SpiderInfo, item: Any) -> FileInfo | None:
@@ -354,6 +355,12 @@ class NamedFilesPipeline(FilesPipeline):
             else:
                 files.append(result)
         adapter[self.files_result_field] = files
+        # Scrapy keeps every file's result for the whole crawl, to answer a URL asked for twice
+        # (scrapy/scrapy#939): memory that grows with the mirror. A URL asked for again later
+        # is found in the store instead.
+        for url in urls:
+            request = Request(url, callback=NO_CALLBACK, meta={"draw": field(item, "draw")})
+            info.downloaded.pop(self._fingerprinter.fingerprint(request), None)
         return item
 
     def _outcome(self, url: str, item: Any, status: str, reason: str, info: MediaPipeline.SpiderInfo) -> FileInfo:

@@ -12,6 +12,9 @@ USER_AGENT = "xkcdcrawl/0.1 (bulk file downloader built on Scrapy)"
 ROBOTSTXT_OBEY = True
 CONCURRENT_REQUESTS = 32
 CONCURRENT_REQUESTS_PER_DOMAIN = 8
+# Items of one page in the pipeline at once (Scrapy: 100). Each waits for a download slot
+# anyway; fewer keep a mirror of many big listings in less memory and CPU.
+CONCURRENT_ITEMS = 32
 DOWNLOAD_DELAY = 0
 DOWNLOADER = "xkcdcrawl.downloader.PoliteDownloader"  # makes the per-host limit hold
 AUTOTHROTTLE_ENABLED = False

@@ -44,6 +44,7 @@ XKCDCRAWL_RETRY_AFTER_MAX = 600.0  # a longer Retry-After gives up instead of wa
 EXTENSIONS = {
     "xkcdcrawl.extensions.progress.Progress": 500,
     "xkcdcrawl.extensions.quiet.QuietNetworkErrors": 0,
+    "xkcdcrawl.lock.StoreLockExtension": 0,  # one crawl per store
 }
 # Off below, and not even imported (Scrapy imports every listed extension, even one set to None):
 # the remote-control module alone pulls in aiohttp, 1.7 s of every run's start-up here.
@@ -58,6 +59,12 @@ LOG_LEVEL = "INFO"
 # Scaling out on scrapy-redis (README): read only when SCHEDULER is scrapy-redis's.
 SCHEDULER_PERSIST = True  # a worker that finishes must not delete the frontier the others still use
 MAX_IDLE_TIME_BEFORE_CLOSE = 10  # xkcdcrawl.scaleout spiders: an idle worker stays open this long for more work
+
+# One crawl per store (xkcdcrawl.lock): a lock in FILES_STORE/.xkcdcrawl/crawls/ for the whole run.
+XKCDCRAWL_STORE_LOCK = "refuse"  # a crawl that finds its store in use: refuse (exit status 2) or wait
+XKCDCRAWL_STORE_LOCK_HEARTBEAT = 30.0  # seconds between updates of this crawl's lock record
+XKCDCRAWL_STORE_LOCK_STALE = 300.0  # a record from another host with no heartbeat this long is a dead crawl's
+XKCDCRAWL_STORE_LOCK_POLL = 1.0  # wait mode: seconds between looks at the store
 
 # Nothing listens for commands: the telnet console and 2.19's remote-control endpoint run code.
 TELNETCONSOLE_ENABLED = False

@@ -13,6 +13,7 @@ from scrapy.spiderloader import get_spider_loader
 
 from xkcdcrawl.args import describe
 from xkcdcrawl.extensions.progress import failures
+from xkcdcrawl.lock import REFUSED
 
 if TYPE_CHECKING:
     import argparse
@@ -56,5 +57,7 @@ class Command(ScrapyCrawl):
         failed = failures(crawler.stats) if crawler.stats else 0
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
+        elif crawler.stats and crawler.stats.get_value("finish_reason") == REFUSED:
+            self.exitcode = 2  # another crawl holds the store (xkcdcrawl.lock)
         elif failed and self.settings.getbool("XKCDCRAWL_FAIL_ON_ERROR"):
             self.exitcode = 1  # cron and scrapyd users see that files are missing

@@ -59,6 +59,10 @@ LOG_LEVEL = "INFO"
 # Scaling out on scrapy-redis (README): read only when SCHEDULER is scrapy-redis's.
 SCHEDULER_PERSIST = True  # a worker that finishes must not delete the frontier the others still use
 MAX_IDLE_TIME_BEFORE_CLOSE = 10  # xkcdcrawl.scaleout spiders: an idle worker stays open this long for more work
+XKCDCRAWL_FLEET_BUDGET = True  # per-host limit, DOWNLOAD_DELAY and Retry-After hold for all workers together
+XKCDCRAWL_FLEET_KEY = "xkcdcrawl:hosts"  # Redis key prefix of the per-host leases (shared by every crawl on it)
+XKCDCRAWL_FLEET_LEASE = 60.0  # seconds a dead worker's lease outlives it; live workers renew theirs
+XKCDCRAWL_FLEET_POLL = 0.02  # seconds between asks while a host's fleet budget is spent
 
 # One crawl per store (xkcdcrawl.lock): a lock in FILES_STORE/.xkcdcrawl/crawls/ for the whole run.
 XKCDCRAWL_STORE_LOCK = "refuse"  # a crawl that finds its store in use: refuse (exit status 2) or wait

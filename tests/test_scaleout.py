@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -246,7 +247,40 @@ def test_two_workers_share_one_frontier(redis_url: str, server: redis.Redis, tmp
     # parsed itself); the queue empties, the dupefilter stays for whoever cleans up (PERSIST).
     assert not server.exists("listing:run1:requests")
     assert server.scard("listing:run1:dupefilter") == len(TREE_DIRS)
+    assert server.keys("listing:run1:*") == [b"listing:run1:dupefilter"]  # no processing entry, no worker left
 
     for log in logs:
         assert DEPRECATION.search(log), "no deprecation warning found: has the log format changed?"
         assert unexpected_deprecations(log) == []
+
+
+def test_a_killed_workers_requests_go_back_and_the_mirror_is_complete(
+    redis_url: str, server: redis.Redis, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    settings = {**scale_out_settings(redis_url, "run2", store), "XKCDCRAWL_WORKER_TTL": "2"}
+    with FaultServer() as site:
+        workers = [start_worker(n, site.url_for("/tree/"), settings, tmp_path) for n in range(WORKERS)]
+        try:
+            victim, survivor = workers
+            deadline = time.monotonic() + 60
+            # Kill it while it holds a listing page taken from the queue (its files take 5 x 0.2 s).
+            while not (held := server.keys(f"listing:run2:requests:processing:*:{victim.proc.pid}:*")):
+                assert time.monotonic() < deadline, victim.log()[-3000:]
+                time.sleep(0.01)
+            victim.proc.kill()
+            victim.proc.wait()
+            assert server.hlen(held[0]) >= 1
+            code = survivor.wait(timeout=150)
+        finally:
+            for worker in workers:
+                worker.stop()
+    assert code == 0, survivor.log()[-3000:]
+    assert re.search(r"WARNING: Put \d+ requests of dead workers back into the queue listing:run2:requests", survivor.log())
+    stored = {
+        p.relative_to(store).as_posix(): p.read_bytes()
+        for p in store.rglob("*")
+        if p.is_file() and p.relative_to(store).parts[0] != ".xkcdcrawl"
+    }
+    assert stored == {f"127.0.0.1/tree/{name}": file_body(name) for name in TREE_FILES}
+    assert server.keys("listing:run2:*") == [b"listing:run2:dupefilter"]

@@ -59,6 +59,9 @@ LOG_LEVEL = "INFO"
 # Scaling out on scrapy-redis (README): read only when SCHEDULER is scrapy-redis's.
 SCHEDULER_PERSIST = True  # a worker that finishes must not delete the frontier the others still use
 MAX_IDLE_TIME_BEFORE_CLOSE = 10  # xkcdcrawl.scaleout spiders: an idle worker stays open this long for more work
+SCHEDULER_QUEUE_CLASS = "xkcdcrawl.redisqueue.ReliableQueue"  # a dead worker's requests go back to the queue
+SPIDER_MIDDLEWARES = {"xkcdcrawl.acknowledge.Acknowledge": 10}  # ...once their output is handled, not before
+XKCDCRAWL_WORKER_TTL = 10.0  # seconds without a heartbeat before a worker counts as dead and its requests go back
 XKCDCRAWL_FLEET_BUDGET = True  # per-host limit, DOWNLOAD_DELAY and Retry-After hold for all workers together
 XKCDCRAWL_FLEET_KEY = "xkcdcrawl:hosts"  # Redis key prefix of the per-host leases (shared by every crawl on it)
 XKCDCRAWL_FLEET_LEASE = 60.0  # seconds a dead worker's lease outlives it; live workers renew theirs

@@ -52,10 +52,14 @@ def names(worker: int) -> list[str]:
 
 def start_worker(n: int, site: FaultServer, settings: dict[str, str], work: Path) -> subprocess.Popen[bytes]:
     """A worker of one scale-out crawl, fetching its own part of the list (README: `urls` is split by hand)."""
-    urls = ",".join(site.url_for(f"/slow/{name}?delay={DELAY}") for name in names(n))
+    urls = [site.url_for(f"/slow/{name}?delay={DELAY}") for name in names(n)]
+    return spawn(urls, settings, work / f"worker-{n}.log")
+
+
+def spawn(urls: list[str], settings: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     args = [arg for name, value in settings.items() for arg in ("-s", f"{name}={value}")]
-    cmd = [sys.executable, "-m", "scrapy", "crawl", "urls", "-a", f"urls={urls}", *args]
-    with (work / f"worker-{n}.log").open("wb") as err:
+    cmd = [sys.executable, "-m", "scrapy", "crawl", "urls", "-a", f"urls={','.join(urls)}", *args]
+    with log.open("wb") as err:
         return subprocess.Popen(
             cmd, cwd=PROJECT, env={**os.environ, "PYTHONPATH": str(PROJECT)},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
@@ -162,6 +166,24 @@ def test_a_killed_workers_leases_expire(redis_url: str, server: redis.Redis, tmp
     while server.exists(leases):
         assert time.monotonic() < deadline, server.zrange(leases, 0, -1, withscores=True)
         time.sleep(0.1)
+
+
+def test_leases_of_long_transfers_are_renewed(redis_url: str, server: redis.Redis, tmp_path: Path) -> None:
+    """Transfers of 2.5 s under 1 s leases: were a lease not renewed, a second request would start."""
+    settings = {**fleet_settings(redis_url, tmp_path / "store", 1, budget=True), "XKCDCRAWL_FLEET_LEASE": "1"}
+    with FaultServer() as site:
+        settings["ROBOTSTXT_OBEY"] = "False"
+        urls = [[site.url_for(f"/slow/long-{n}.bin?delay=2.5")] for n in range(2)]
+        workers = [spawn(urls[n], settings, tmp_path / f"worker-{n}.log") for n in range(2)]
+        try:
+            assert [worker.wait(60) for worker in workers] == [0, 0]
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+        assert site.max_in_flight == 1
+        assert sum(site.hits.values()) == 2
 
 
 # ---------------------------------------------------------------- the scripts

@@ -186,6 +186,35 @@ def test_leases_of_long_transfers_are_renewed(redis_url: str, server: redis.Redi
         assert sum(site.hits.values()) == 2
 
 
+def test_a_retry_after_pauses_the_host_for_every_worker(redis_url: str, server: redis.Redis, tmp_path: Path) -> None:
+    """One worker's 429 + Retry-After: 2 stops the other worker's requests to the host too."""
+    settings = {**fleet_settings(redis_url, tmp_path / "store", 2, budget=True), "ROBOTSTXT_OBEY": "False"}
+    with FaultServer() as site:
+        busy = spawn([site.url_for(f"/slow/b{i}.bin?delay=0.3") for i in range(30)], settings, tmp_path / "busy.log")
+        workers = [busy]
+        try:
+            deadline = time.monotonic() + 60
+            while not site.hits:
+                assert time.monotonic() < deadline, (tmp_path / "busy.log").read_text()
+                time.sleep(0.02)
+            workers.append(spawn([site.url_for("/429/a.bin?retry_after=2&times=1")], settings, tmp_path / "429.log"))
+            assert [worker.wait(60) for worker in workers] == [0, 0]
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+        [(told, _, _)] = [entry for entry in site.log if entry[2].startswith("/429/")][:1]
+        later = [at - told for at, _, target in site.log if at > told]
+        just_before = [at for at, _, target in site.log if target.startswith("/slow/") and told - 0.5 < at < told]
+        assert site.hits["/429/a.bin"] == 2  # the 429, then the file
+    # Requests the busy worker had sent before the pause reached Redis are a few ms after; then 2 s of nothing.
+    assert not [gap for gap in later if 0.1 < gap < 1.9], later
+    # And it was busy right before and after: without the fleet's pause its requests fill that gap.
+    assert just_before
+    assert max(later) >= 1.9
+
+
 # ---------------------------------------------------------------- the scripts
 
 

@@ -7,6 +7,7 @@ do reach 4; a worker killed mid-crawl leaves no lease beyond its expiry.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -213,6 +214,28 @@ def test_a_retry_after_pauses_the_host_for_every_worker(redis_url: str, server: 
     # And it was busy right before and after: without the fleet's pause its requests fill that gap.
     assert just_before
     assert max(later) >= 1.9
+
+
+def test_download_delay_holds_for_the_fleet(redis_url: str, server: redis.Redis, tmp_path: Path) -> None:
+    """DOWNLOAD_DELAY = 0.4 with 2 workers: the host sees one request per 0.4 s, not two."""
+    settings = {
+        **fleet_settings(redis_url, tmp_path / "store", LIMIT, budget=True),
+        "ROBOTSTXT_OBEY": "False", "DOWNLOAD_DELAY": "0.4", "DOWNLOAD_DELAY_JITTER": "0",
+    }  # fmt: skip
+    with FaultServer() as site:
+        workers = [spawn([site.url_for(f"/ok/d{n}-{i}.bin") for i in range(8)], settings, tmp_path / f"{n}.log")
+                   for n in range(2)]  # fmt: skip
+        try:
+            assert [worker.wait(60) for worker in workers] == [0, 0]
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+        asked = sorted(at for at, _, _ in site.log)
+    assert len(asked) == 16
+    gaps = [later - earlier for earlier, later in itertools.pairwise(asked)]
+    assert min(gaps) > 0.35, gaps
 
 
 # ---------------------------------------------------------------- the scripts

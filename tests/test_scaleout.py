@@ -280,7 +280,9 @@ def test_a_killed_workers_requests_go_back_and_the_mirror_is_complete(
                 worker.stop()
     assert code == 0, survivor.log()[-3000:]
     if stop == signal.SIGKILL:
-        assert re.search(r"WARNING: Put \d+ requests of dead workers back into the queue listing:run2:requests", survivor.log())
+        assert re.search(
+            r"WARNING: Put \d+ requests of dead workers back into the queue listing:run2:requests", survivor.log()
+        )
     else:
         # SIGTERM (scrapyd's cancel.json): Scrapy's clean shutdown finishes what is in flight, and
         # a worker closed before the end hands back whatever it still holds.

@@ -45,15 +45,14 @@ class Acknowledge:
         from scrapy_redis.connection import get_redis_from_settings  # type: ignore[import-untyped]
 
         settings = crawler.settings
-        if not str(settings.get("SCHEDULER") or "").startswith("scrapy_redis.") or settings.get(
-            "SCHEDULER_QUEUE_CLASS"
-        ) != "xkcdcrawl.redisqueue.ReliableQueue":
+        if (
+            not str(settings.get("SCHEDULER") or "").startswith("scrapy_redis.")
+            or settings.get("SCHEDULER_QUEUE_CLASS") != "xkcdcrawl.redisqueue.ReliableQueue"
+        ):
             raise NotConfigured
         return cls(crawler, get_redis_from_settings(crawler.settings))
 
-    async def process_spider_output(
-        self, response: Response, result: AsyncIterator[Any]
-    ) -> AsyncIterator[Any]:
+    async def process_spider_output(self, response: Response, result: AsyncIterator[Any]) -> AsyncIterator[Any]:
         taken = response.meta.get(TAKEN)
         if taken is None:
             async for out in result:

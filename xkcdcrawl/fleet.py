@@ -32,7 +32,7 @@ _NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] /
 
 # KEYS: leases, not-before. ARGV: lease, limit, lease ms, delay ms.
 # Returns 0 (taken), or how many ms to wait (pause or delay), or -1 (the budget is spent).
-ACQUIRE = _NOW + """
+ACQUIRE = f"""{_NOW}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local not_before = tonumber(redis.call('GET', KEYS[2]) or '0')
 if now < not_before then return not_before - now end
@@ -45,7 +45,7 @@ return 0
 """
 
 # KEYS: not-before. ARGV: pause ms. Nothing to the host before now + pause, or a later pause.
-PAUSE = _NOW + """
+PAUSE = f"""{_NOW}
 local resume = now + tonumber(ARGV[1])
 if resume > tonumber(redis.call('GET', KEYS[1]) or '0') then
   redis.call('SET', KEYS[1], resume, 'PX', tonumber(ARGV[1]))
@@ -54,7 +54,7 @@ return 0
 """
 
 # KEYS: leases. ARGV: lease ms, the leases to renew (those still held: XX).
-RENEW = _NOW + """
+RENEW = f"""{_NOW}
 for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 0

@@ -42,14 +42,15 @@ class Acknowledge:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        from scrapy_redis.connection import get_redis_from_settings  # type: ignore[import-untyped]
-
         settings = crawler.settings
         if (
             not str(settings.get("SCHEDULER") or "").startswith("scrapy_redis.")
             or settings.get("SCHEDULER_QUEUE_CLASS") != "xkcdcrawl.redisqueue.ReliableQueue"
         ):
             raise NotConfigured
+        # Imported only for a scale-out crawl: the others need no Redis client.
+        from scrapy_redis.connection import get_redis_from_settings  # type: ignore[import-untyped]
+
         return cls(crawler, get_redis_from_settings(crawler.settings))
 
     async def process_spider_output(self, response: Response, result: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
-TAKEN = "xkcdcrawl_taken"  # request.meta: (processing key, entry id) of a request taken from the queue
+# request.meta key: (processing key, entry id) of a request taken from the shared queue.
+TAKEN = "xkcdcrawl_taken"
 
 
 def scores_key(processing: str) -> str:
@@ -35,8 +36,10 @@ class Acknowledge:
 
     def __init__(self, crawler: Crawler, server: Any) -> None:
         self.server = server
-        self.open: dict[tuple[str, str], int] = {}  # taken -> items not yet out of the pipelines, +1 while iterating
-        self.items: dict[int, tuple[str, str]] = {}  # id(item) -> taken
+        # Per request taken: its items not yet out of the pipelines, plus one while its output is read.
+        self.open: dict[tuple[str, str], int] = {}
+        # id(item) -> the request taken that gave it.
+        self.items: dict[int, tuple[str, str]] = {}
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
             crawler.signals.connect(self.item_done, signal=signal)
 

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MODES = ("refuse", "wait")
-REFUSED = "store_locked"  # the close reason, which the crawl command turns into exit status 2
+# The close reason of a refused crawl, which the crawl command turns into exit status 2.
+REFUSED = "store_locked"
 
 
 def crawl_key(settings: BaseSettings, spider: str) -> str:
@@ -67,7 +68,8 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # another user's process: alive
+        # Another user's process: alive.
+        return True
     return True
 
 

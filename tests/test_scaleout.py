@@ -5,7 +5,7 @@ What these tests pin down (scrapy-redis 0.9.1 on Scrapy 2.19):
   but only with scrapy-redis's default pickle serializer;
 - SCHEDULER_PERSIST must be True: the first worker to finish otherwise deletes the shared frontier;
 - two workers on one listing share the work, store exactly the files, and request each page and
-  file once; the per-host limit holds per worker, so the host sees up to workers x limit.
+  file once; the per-host limit holds for both together (xkcdcrawl.fleet, tested in test_fleet.py).
 
 A worker only waits for work that other workers are still adding with scrapy-redis's RedisMixin
 (MAX_IDLE_TIME_BEFORE_CLOSE): the crawls below use xkcdcrawl.scaleout's spiders.
@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -239,14 +241,56 @@ def test_two_workers_share_one_frontier(redis_url: str, server: redis.Redis, tmp
     assert sum(len(urls) for urls in done) == len(TREE_FILES)
     assert set().union(*done) == {site.url_for(f"/tree/{name}") for name in TREE_FILES}
 
-    # The per-host limit holds per worker only: the host sees up to workers x limit.
-    assert site.max_in_flight <= WORKERS * PER_HOST
+    # The per-host limit holds for the fleet, not per worker.
+    assert site.max_in_flight == PER_HOST
 
     # The shared frontier held listing pages only (a worker downloads the files of the pages it
     # parsed itself); the queue empties, the dupefilter stays for whoever cleans up (PERSIST).
     assert not server.exists("listing:run1:requests")
     assert server.scard("listing:run1:dupefilter") == len(TREE_DIRS)
+    assert server.keys("listing:run1:*") == [b"listing:run1:dupefilter"]  # no processing entry, no worker left
 
     for log in logs:
         assert DEPRECATION.search(log), "no deprecation warning found: has the log format changed?"
         assert unexpected_deprecations(log) == []
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_workers_requests_go_back_and_the_mirror_is_complete(
+    stop: signal.Signals, redis_url: str, server: redis.Redis, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    settings = {**scale_out_settings(redis_url, "run2", store), "XKCDCRAWL_WORKER_TTL": "2"}
+    with FaultServer() as site:
+        workers = [start_worker(n, site.url_for("/tree/"), settings, tmp_path) for n in range(WORKERS)]
+        try:
+            victim, survivor = workers
+            deadline = time.monotonic() + 60
+            # Kill it while it holds a listing page taken from the queue (its files take 5 x 0.2 s).
+            while not (held := server.keys(f"listing:run2:requests:processing:*:{victim.proc.pid}:*")):
+                assert time.monotonic() < deadline, victim.log()[-3000:]
+                time.sleep(0.01)
+            victim.proc.send_signal(stop)
+            victim.proc.wait(timeout=60)
+            if stop == signal.SIGKILL:
+                assert server.hlen(held[0]) >= 1
+            code = survivor.wait(timeout=150)
+        finally:
+            for worker in workers:
+                worker.stop()
+    assert code == 0, survivor.log()[-3000:]
+    if stop == signal.SIGKILL:
+        assert re.search(
+            r"WARNING: Put \d+ requests of dead workers back into the queue listing:run2:requests", survivor.log()
+        )
+    else:
+        # SIGTERM (scrapyd's cancel.json): Scrapy's clean shutdown finishes what is in flight, and
+        # a worker closed before the end hands back whatever it still holds.
+        assert "Spider closed (shutdown)" in victim.log()
+    stored = {
+        p.relative_to(store).as_posix(): p.read_bytes()
+        for p in store.rglob("*")
+        if p.is_file() and p.relative_to(store).parts[0] != ".xkcdcrawl"
+    }
+    assert stored == {f"127.0.0.1/tree/{name}": file_body(name) for name in TREE_FILES}
+    assert server.keys("listing:run2:*") == [b"listing:run2:dupefilter"]

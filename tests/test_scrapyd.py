@@ -321,3 +321,29 @@ def test_schedule_needs_the_credentials(server: Scrapyd, xkcd: Site, tmp_path: P
     server.wait_finished(job)
     expected = {"xkcd/barrel_cropped_(1).jpg": image_bytes("/comics/barrel_cropped_(1).jpg")}
     assert stored(store) == expected, job_stderr(server.output(), job)
+
+
+# ---------------------------------------------------------------- one crawl per store
+
+
+@pytest.mark.usefixtures("deployed")
+def test_a_second_job_on_the_same_store_is_refused(server: Scrapyd, xkcd: Site, tmp_path: Path) -> None:
+    """A cron run that starts while yesterday's still runs: exit status 2, one line, no request."""
+    store = tmp_path / "store"
+    first = server.schedule(xkcd_job(xkcd, store, ("start", "1"), ("end", "8"), ("setting", "DOWNLOAD_DELAY=1")))
+    deadline = time.monotonic() + 60
+    while not list((store / ".xkcdcrawl" / "crawls").glob("*.json")):
+        assert time.monotonic() < deadline, job_stderr(server.output(), first)
+        time.sleep(0.1)
+    second = server.schedule(xkcd_job(xkcd, store, ("start", "10"), ("end", "10")))
+    server.wait_finished(second)
+    assert not any("/10/" in hit for hit in xkcd.hits)  # asked nothing, while the first one still ran
+    assert list((store / ".xkcdcrawl" / "crawls").glob("*.json"))
+    server.wait_finished(first)
+    output = server.output()
+    assert f"Process died: exitstatus=2 project='{NAME}' spider='xkcd' job='{second}'" in output
+    assert f"Process finished: project='{NAME}' spider='xkcd' job='{first}'" in output
+    [line] = [line for line in server.job_log(second).read_text(encoding="utf-8").splitlines() if " ERROR: " in line]
+    assert f"Not crawling: store {store} is in use by crawl pid " in line
+    assert "(spider xkcd, started " in line
+    assert "xkcd/barrel_cropped_(1).jpg" in stored(store)

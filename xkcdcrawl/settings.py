@@ -26,7 +26,11 @@ DOWNLOADER_MIDDLEWARES = {
     "xkcdcrawl.middlewares.BackoffRetryMiddleware": 550,  # retries that wait, pages and files
     "xkcdcrawl.dryrun.DryRunMiddleware": 950,  # -a dry_run=true: after robots.txt and offsite, a HEAD
 }
-SPIDER_MIDDLEWARES = {"xkcdcrawl.extensions.report.RetryFailed": 10}  # -a retry_failed=true
+SPIDER_MIDDLEWARES = {
+    "xkcdcrawl.extensions.report.RetryFailed": 5,  # -a retry_failed=true
+    # Scale-out: requests taken from the shared queue are acknowledged once their output is handled.
+    "xkcdcrawl.acknowledge.Acknowledge": 10,
+}
 DOWNLOAD_FAIL_ON_DATALOSS = True  # a body shorter than its Content-Length is an error, retried
 
 # File bodies are written to disk as they arrive (pages stay in memory): xkcdcrawl.handlers.
@@ -59,6 +63,7 @@ EXTENSIONS = {
     "xkcdcrawl.extensions.progress.Progress": 500,
     "xkcdcrawl.extensions.report.RunReport": 510,  # FILES_STORE/.xkcdcrawl/reports/, the end summary
     "xkcdcrawl.extensions.quiet.QuietNetworkErrors": 0,
+    "xkcdcrawl.lock.StoreLockExtension": 0,  # one crawl per store
 }
 # Off below, and not even imported (Scrapy imports every listed extension, even one set to None):
 # the remote-control module alone pulls in aiohttp, 1.7 s of every run's start-up here.
@@ -73,6 +78,18 @@ LOG_LEVEL = "INFO"
 # Scaling out on scrapy-redis (README): read only when SCHEDULER is scrapy-redis's.
 SCHEDULER_PERSIST = True  # a worker that finishes must not delete the frontier the others still use
 MAX_IDLE_TIME_BEFORE_CLOSE = 10  # xkcdcrawl.scaleout spiders: an idle worker stays open this long for more work
+SCHEDULER_QUEUE_CLASS = "xkcdcrawl.redisqueue.ReliableQueue"  # a dead worker's requests go back to the queue
+XKCDCRAWL_WORKER_TTL = 10.0  # seconds without a heartbeat before a worker counts as dead and its requests go back
+XKCDCRAWL_FLEET_BUDGET = True  # per-host limit, DOWNLOAD_DELAY and Retry-After hold for all workers together
+XKCDCRAWL_FLEET_KEY = "xkcdcrawl:hosts"  # Redis key prefix of the per-host leases (shared by every crawl on it)
+XKCDCRAWL_FLEET_LEASE = 60.0  # seconds a dead worker's lease outlives it; live workers renew theirs
+XKCDCRAWL_FLEET_POLL = 0.02  # seconds between asks while a host's fleet budget is spent
+
+# One crawl per store (xkcdcrawl.lock): a lock in FILES_STORE/.xkcdcrawl/crawls/ for the whole run.
+XKCDCRAWL_STORE_LOCK = "refuse"  # a crawl that finds its store in use: refuse (exit status 2) or wait
+XKCDCRAWL_STORE_LOCK_HEARTBEAT = 30.0  # seconds between updates of this crawl's lock record
+XKCDCRAWL_STORE_LOCK_STALE = 300.0  # a record from another host with no heartbeat this long is a dead crawl's
+XKCDCRAWL_STORE_LOCK_POLL = 1.0  # wait mode: seconds between looks at the store
 
 # Nothing listens for commands: the telnet console and 2.19's remote-control endpoint run code.
 TELNETCONSOLE_ENABLED = False

@@ -18,6 +18,7 @@ from scrapy.spiderloader import get_spider_loader
 from xkcdcrawl import settings as project_settings
 from xkcdcrawl.args import describe, usage
 from xkcdcrawl.extensions.progress import failures
+from xkcdcrawl.lock import REFUSED
 
 if TYPE_CHECKING:
     import argparse
@@ -149,6 +150,8 @@ class Command(ScrapyCrawl):
         failed = failures(crawler.stats) if crawler.stats else 0
         if self.crawler_process.bootstrap_failed:
             self.exitcode = 1
+        elif crawler.stats and crawler.stats.get_value("finish_reason") == REFUSED:
+            self.exitcode = 2  # another crawl holds the store (xkcdcrawl.lock)
         elif interrupted(crawler.stats):
             self.exitcode = INTERRUPTED  # a script's `&&` must not carry on with a partial mirror
         elif failed and self.settings.getbool("XKCDCRAWL_FAIL_ON_ERROR"):

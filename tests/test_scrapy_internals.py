@@ -70,6 +70,8 @@ CALLABLES = [
         "xkcdcrawl.downloader",
     ),
     ("scrapy.utils.defer", "_schedule_coro", ["coro"], "xkcdcrawl.downloader"),
+    ("scrapy.core.scraper", "Scraper._check_if_closing", ["self"], "xkcdcrawl.spiders.urls"),
+    ("scrapy_redis.queue", "Base._decode_request", ["self", "encoded_request"], "xkcdcrawl.redisqueue"),
 ]
 
 # Source fragments of Scrapy and Twisted code whose behaviour a project module depends on.
@@ -82,6 +84,17 @@ SOURCES = [
     ("scrapy.core.downloader.handlers.http11", "_ScrapyAgent._cb_bodydone", 'result.get("flags")'),
     # Twisted keeps the response's transport there.
     ("twisted.web._newclient", "Response.__init__", "self._transport = _transport"),
+    # What the progress extension reads to know that no page is left (xkcdcrawl.extensions.progress).
+    ("scrapy.core.engine", "ExecutionEngine.__init__", "self._start"),
+    ("scrapy.core.engine", "ExecutionEngine.__init__", "self._slot"),
+    # The fleet budget wraps the download handlers, and reads and sets these of a slot
+    # (xkcdcrawl.fleet, xkcdcrawl.downloader).
+    ("scrapy.core.downloader", "Downloader.__init__", "self.handlers"),
+    ("scrapy.core.downloader", "Slot.__init__", "self.queue"),
+    ("scrapy.core.downloader", "Slot.__init__", "self.concurrency"),
+    ("scrapy.core.downloader", "Slot.__init__", "self.transferring"),
+    ("scrapy.core.downloader", "Slot.__init__", "self.latercall"),
+    ("scrapy.core.downloader", "Slot.__init__", "self.lastseen"),
 ]
 
 # Methods the project keeps a modified copy of, or mirrors step by step: pinned whole, since

@@ -105,7 +105,9 @@ def busy(site: FaultServer) -> float:
 
 
 def stored(store: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in (store / "127.0.0.1").iterdir()}
+    """The files under the store's one host folder (127.0.0.1_PORT)."""
+    [folder] = [p for p in store.iterdir() if p.name.startswith("127.0.0.1")]
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
 
 
 def test_the_limit_holds_for_the_fleet_and_uses_all_of_it(redis_url: str, server: redis.Redis, tmp_path: Path) -> None:

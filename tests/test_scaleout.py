@@ -292,5 +292,5 @@ def test_a_killed_workers_requests_go_back_and_the_mirror_is_complete(
         for p in store.rglob("*")
         if p.is_file() and p.relative_to(store).parts[0] != ".xkcdcrawl"
     }
-    assert stored == {f"127.0.0.1/tree/{name}": file_body(name) for name in TREE_FILES}
+    assert stored == {f"{site.folder}/tree/{name}": file_body(name) for name in TREE_FILES}
     assert server.keys("listing:run2:*") == [b"listing:run2:dupefilter"]

@@ -114,7 +114,8 @@ def test_a_cut_body_is_resumed_with_a_range(tmp_path: Path, server: FaultServer,
 def test_split_file_holds_the_per_host_limit(tmp_path: Path, server: FaultServer, crawl: Crawl) -> None:
     size = 8 * MiB
     url = server.url_for(f"/range/split.bin?size={size}&rate={4 * MiB}")
-    split = ["-s", f"XKCDCRAWL_SPLIT_SIZE={MiB}", "-s", "XKCDCRAWL_SPLIT_PARTS=4"]
+    # A file at the threshold: four ranges of a quarter each.
+    split = ["-s", f"XKCDCRAWL_SPLIT_SIZE={size}", "-s", "XKCDCRAWL_SPLIT_PARTS=4"]
     run = crawl("urls", "-a", urls_arg(tmp_path, [url]), *split, "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2", *FAST)
     assert run.returncode == 0, run.stderr
     assert run.stored() == {f"{server.folder}/split.bin": file_body("split.bin@1", size)}
@@ -176,15 +177,16 @@ def test_a_killed_split_download_resumes_only_its_missing_ranges(tmp_path: Path)
     root.mkdir()
     size = 16 * MiB
     expected = pattern_file(root / "big.bin", size, "split")
-    split = ["-s", f"XKCDCRAWL_SPLIT_SIZE={MiB}", "-s", "XKCDCRAWL_SPLIT_PARTS=4"]
+    split = ["-s", f"XKCDCRAWL_SPLIT_SIZE={size}", "-s", "XKCDCRAWL_SPLIT_PARTS=4"]
     state_path: Path | None = None
 
     def ranges_under_way() -> bool:
         assert state_path is not None
         state = PartialState.load(state_path)
-        return state is not None and all(done > MiB for _, _, done in state.segments[1:])
+        return state is not None and all(done > MiB // 2 for _, _, done in state.segments[1:])
 
-    with nginx(root, access_log=log, limit_rate="2m") as url:
+    # 4 s a range: a busy machine has seconds to spare between "under way" and "done".
+    with nginx(root, access_log=log, limit_rate="1m") as url:
         state_path = AtomicFSFilesStore(store).partial_for(f"{host_folder(url)}/big.bin")[1]
         args = ("listing", "-a", f"url={url}", "-s", f"FILES_STORE={store}", *split, *FAST)
         kill_when(start_crawl(*args), ranges_under_way)
@@ -323,4 +325,19 @@ def test_a_listed_file_redirected_to_another_host_is_streamed_there(tmp_path: Pa
     assert access(log, "/a.bin") == [(302, "-", access(log, "/a.bin")[0][2])]
     assert [status for status, _, _ in access(log, "/real/a.bin")] == [200]
     assert "Filtered offsite" not in run.stderr
+
+
+def test_a_big_file_comes_in_ranges_asked_in_file_order(tmp_path: Path, server: FaultServer, crawl: Crawl) -> None:
+    """Beyond the threshold, ranges of threshold / parts, parts at a time: hashed as they come, in order."""
+    size = 8 * MiB
+    url = server.url_for(f"/range/many.bin?size={size}&rate={16 * MiB}")
+    split = ["-s", f"XKCDCRAWL_SPLIT_SIZE={2 * MiB}", "-s", "XKCDCRAWL_SPLIT_PARTS=2"]
+    run = crawl("urls", "-a", urls_arg(tmp_path, [url]), *split, *FAST)
+    assert run.returncode == 0, run.stderr
+    assert run.stored() == {f"{server.folder}/many.bin": file_body("many.bin@1", size)}
+    assert run.items()[0]["files"][0]["checksum"] == hashlib.sha256(file_body("many.bin@1", size)).hexdigest()
+    # Eight ranges of 1 MiB: the first on the first request, seven more, asked in order, two at a time.
+    asked = [int(r.removeprefix("bytes=").split("-")[0]) for _, r, _, _ in server.ranges]
+    assert sorted(asked) == list(range(MiB, size, MiB))
+    assert server.max_in_flight == 2
 

@@ -1,8 +1,8 @@
 """Writing a response body into its partial file as it arrives, off the reactor thread.
 
-One writer thread takes every chunk of every streamed body, in order, writes it at its
-offset and hashes it (hashlib and os.pwrite release the GIL, so this runs beside the
-reactor on a second core). The reactor thread only queues chunks, and pauses the
+Writer threads take every chunk of every streamed body, in order, write it at its offset
+and hash it (hashlib and os.pwrite release the GIL, so this runs beside the reactor on
+the other cores). The reactor thread only queues chunks, and pauses the
 connections while more than ``HIGH_WATER`` bytes wait: memory stays flat whatever the
 size of the files.
 
@@ -78,6 +78,7 @@ class BodyFile:
         self.state: PartialState | None = None  # saved with the progress of `segment`
         self.state_path: Path | None = None
         self.segment: list[int] | None = None
+        self.lane: int | None = None  # the writer thread it is given to
         self._state_saved = 0.0
         self._flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
         self.fd: int | None = None
@@ -132,58 +133,75 @@ class BodyFile:
         return {name: h.hexdigest() for name, h in self.hashers.items()} if self.start == 0 else {}
 
 
-class DiskWriter:
-    """The thread that writes (and hashes) every streamed body, chunk by chunk, in order."""
+class _Lane:
+    """One writer thread and its queue: the bodies given to it are written in order."""
 
-    def __init__(self, call_in_reactor: Callable[..., Any]) -> None:
-        self._call_in_reactor = call_in_reactor
-        self._tasks: queue.SimpleQueue[tuple[BodyFile, bytes | None, Callable[[], None] | None]] = (
+    def __init__(self, writer: DiskWriter, number: int) -> None:
+        self.tasks: queue.SimpleQueue[tuple[BodyFile | None, bytes | None, Callable[[], None] | None]] = (
             queue.SimpleQueue()
         )
+        self.written = 0  # this lane's thread only
+        self.thread = threading.Thread(target=writer._run, args=(self,), name=f"xkcdcrawl-writer-{number}")
+        self.thread.daemon = True
+        self.thread.start()
+
+
+class DiskWriter:
+    """The threads that write (and hash) every streamed body, chunk by chunk, in order.
+
+    A body stays on one thread (its order), bodies are dealt out to ``lanes`` threads: hashing
+    and copying 8 files at once is more than one core's work.
+    """
+
+    def __init__(self, call_in_reactor: Callable[..., Any], lanes: int = 2) -> None:
+        self._call_in_reactor = call_in_reactor
+        self._lane_count = lanes
+        self._lanes: list[_Lane] = []
+        self._next = 0
         self._queued = 0  # reactor thread
-        self._written = 0  # writer thread
         self._paused: list[Callable[[], None]] = []  # resume callbacks, reactor thread
         self._resuming = False
-        self._thread: threading.Thread | None = None
 
     @property
     def backlog(self) -> int:
-        return self._queued - self._written
+        return self._queued - sum(lane.written for lane in self._lanes)
 
     def write(self, body: BodyFile, data: bytes) -> None:
-        self._start()
         body.queued += len(data)
         body.position += len(data)
         self._queued += len(data)
-        self._tasks.put((body, data, None))
+        self._lane(body).tasks.put((body, data, None))
 
     def close(self, body: BodyFile, then: Callable[[], None]) -> None:
         """Close the file once every chunk queued for it is written; then `then()` in the reactor."""
-        self._start()
-        self._tasks.put((body, None, then))
+        self._lane(body).tasks.put((body, None, then))
 
     def pause_until_drained(self, resume: Callable[[], None]) -> None:
         self._paused.append(resume)
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._tasks.put((None, None, None))  # type: ignore[arg-type]
-            self._thread.join(timeout=60)
-            self._thread = None
+        for lane in self._lanes:
+            lane.tasks.put((None, None, None))
+        for lane in self._lanes:
+            lane.thread.join(timeout=60)
+        self._lanes = []
 
-    def _start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="xkcdcrawl-writer", daemon=True)
-            self._thread.start()
+    def _lane(self, body: BodyFile) -> _Lane:
+        if body.lane is None:
+            if len(self._lanes) < self._lane_count:
+                self._lanes.append(_Lane(self, len(self._lanes)))
+            body.lane = self._next % len(self._lanes)
+            self._next += 1
+        return self._lanes[body.lane]
 
-    def _run(self) -> None:
+    def _run(self, lane: _Lane) -> None:
         while True:
-            body, data, then = self._tasks.get()
+            body, data, then = lane.tasks.get()
             if body is None:
                 return
             if data is not None:
                 body._write(data)
-                self._written += len(data)
+                lane.written += len(data)
                 if self._paused and not self._resuming and self.backlog < LOW_WATER:
                     self._resuming = True
                     self._call_in_reactor(self._resume)

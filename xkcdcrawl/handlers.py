@@ -12,7 +12,8 @@ request whose meta has ``body_file`` (a path) gets its body written there and an
   (``If-Range``). 206 appends; 200 (another version, or no range support) starts over.
   Every retry of a cut download resumes the same way.
 - Parallel ranges: with ``body_file_split = (threshold, parts)``, a body of at least
-  ``threshold`` bytes from a server that accepts ranges is cut into ``parts`` ranges;
+  ``threshold`` bytes from a server that accepts ranges is cut into ranges of
+  ``threshold / parts`` bytes;
   this response writes the first one and stops, the pipeline asks for the others
   (``body_file_range``), each a request of its own through the downloader, so each
   counts against the per-host limit.
@@ -24,6 +25,7 @@ The result is in ``request.meta["body_file_result"]`` (a ``BodyResult``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from twisted.web.client import Response as TxResponse
 
 STREAM_MIN = 1 << 20  # smaller bodies are read into memory and written in one go
+READ_SIZE = 1 << 18  # bytes a socket read of a streamed body asks for (Twisted: 64 KiB)
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -185,6 +188,8 @@ class _StreamingAgent(_ScrapyAgent):
         body, limit = self._body_file(request, headers, status, start, total)
         finished: Deferred[Any] = Deferred(lambda _: self._abort(txresponse))
         reader = _BodyFileReader(finished, txresponse, request, body, limit, self)
+        # Big reads for a big body: a quarter as many trips through Twisted and the reader.
+        txresponse._transport._producer.bufferSize = READ_SIZE
         txresponse.deliverBody(reader)  # type: ignore[no-untyped-call]
         self._txresponse = txresponse
         return finished
@@ -214,7 +219,9 @@ class _StreamingAgent(_ScrapyAgent):
         split = request.meta.get("body_file_split")
         ranges = (headers.get(b"Accept-Ranges") or b"").strip().lower() == b"bytes"
         if status == 200 and split and total is not None and total >= split[0] and state.validator and ranges:
-            size = math.ceil(total / split[1])
+            # Ranges of threshold / parts bytes: a file at the threshold is fetched `parts` at once,
+            # a bigger one in more ranges, still `parts` at a time (the pipeline), in file order.
+            size = math.ceil(split[0] / split[1])
             state.segments = [[a, min(total, a + size) - 1, 0] for a in range(0, total, size)]
             body.hashers = {}
             body.state, body.segment = state, state.segments[0]
@@ -307,6 +314,9 @@ class _BodyFileReader(Protocol):
     def _end(self, error: Exception | None, flags: list[str] | None = None) -> None:
         """Once the writer thread has written (and closed) all of it, fire the download."""
         self._done = True
+        # The connection may serve small answers next: back to Twisted's read size.
+        with contextlib.suppress(AttributeError):
+            del self._txresponse._transport._producer.bufferSize
 
         def written() -> None:
             if self._finished.called:

@@ -21,6 +21,7 @@ from scrapy.http.request import NO_CALLBACK, Request
 from scrapy.pipelines.files import FilesPipeline, FilesStoreProtocol
 from scrapy.pipelines.media import FileException, _MediaRequestFiltered
 from scrapy.utils.defer import ensure_awaitable, maybe_deferred_to_future
+from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from xkcdcrawl.archive import ledger
@@ -69,6 +70,17 @@ def response_path(path: str, response: Response, named: bool) -> str:
     if not has_extension(name):
         name = safe_segment(name + type_extension(response.headers.get("Content-Type")))  # CON + .bin
     return f"{folder}/{name}"
+
+
+def _hash_range(path: Path, first: int, last: int, hashers: dict[str, Any]) -> None:
+    """Feed bytes first..last of a file to the hashers."""
+    with path.open("rb") as f:
+        f.seek(first)
+        left = last - first + 1
+        while left > 0 and (chunk := f.read(min(left, 1 << 20))):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+            left -= len(chunk)
 
 
 class _RangesRefused(FileException):
@@ -226,12 +238,12 @@ class NamedFilesPipeline(FilesPipeline):
         part = Path(request.meta["body_file"])
         # On the request that was sent last: a redirect or a retry is a copy of this one.
         result: BodyResult = response.meta["body_file_result"]
-        if "segment" in response.flags:
-            await self._fetch_ranges(request, result)
-        path = self.file_path(request, response=response, info=info, item=item)
-        # Hashed on the way when written in one go from its first byte; else read once, here.
-        digests = {} if "segment" in response.flags else result.digests
         expected = self._expected(item, result.expected)
+        # Hashed on the way when written in one go from its first byte; in ranges, range by range.
+        digests = result.digests
+        if "segment" in response.flags:
+            digests = await self._fetch_ranges(request, result, {"sha256", *expected})
+        path = self.file_path(request, response=response, info=info, item=item)
         assert self.fs is not None
         try:
             checksum = await maybe_deferred_to_future(self.fs.finalize(part, path, result.length, digests, expected))
@@ -241,26 +253,49 @@ class NamedFilesPipeline(FilesPipeline):
         self.inc_stats(status)
         return self._stored(request, path, checksum, status, expected)
 
-    async def _fetch_ranges(self, request: Request, result: BodyResult) -> None:
-        """The other ranges of a split file, each a request of its own: the per-host limit counts them."""
+    async def _fetch_ranges(self, request: Request, result: BodyResult, algorithms: set[str]) -> dict[str, str]:
+        """The other ranges of a split file, and the digests of the whole file.
+
+        Each range is a request of its own, so the per-host limit counts it; at most
+        XKCDCRAWL_SPLIT_PARTS at a time, asked for in file order, and each hashed (read back
+        while it is still in the page cache) as soon as it and those before it are there: the
+        digest is ready when the last range is, not a read of the whole file later.
+        """
         state = result.state
         assert state is not None
-        missing = [s for s in state.segments if s[2] < s[1] - s[0] + 1]
-        requests = [self._range_request(request, state, s) for s in missing]
         assert self.crawler.engine is not None
-        outcomes = await asyncio.gather(
-            *(self.crawler.engine.download_async(r) for r in requests), return_exceptions=True
-        )
+        engine = self.crawler.engine
+        gate = asyncio.Semaphore(self.split[1] if self.split else 1)
+        part = Path(request.meta["body_file"])
+
+        async def fetch(segment: list[int]) -> Response | None:
+            if segment[2] >= segment[1] - segment[0] + 1:
+                return None  # on disk already (the first range, or a resumed file's)
+            async with gate:
+                return await engine.download_async(self._range_request(request, state, segment))
+
+        # (asyncio's semaphore wakes its waiters in turn: ranges come in file order)
+        fetches = [asyncio.ensure_future(fetch(segment)) for segment in state.segments]
+        hashers = {name: hashlib.new(name) for name in algorithms}
+        try:
+            for fetched, segment in zip(fetches, state.segments, strict=True):
+                self._check_range(request, (await asyncio.gather(fetched, return_exceptions=True))[0])
+                await maybe_deferred_to_future(deferToThread(_hash_range, part, segment[0], segment[1], hashers))
+        finally:
+            for fetched in fetches:
+                fetched.cancel()
+        return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+    def _check_range(self, request: Request, outcome: Response | BaseException | None) -> None:
         assert self.fs is not None
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, RangeRefused):
-                # Kept, with what it has: the next run asks for what is missing.
-                raise FileException(reason(outcome)) from outcome
-            if isinstance(outcome, RangeRefused) or "streamed" not in outcome.flags:
-                # Another version of the file now, or no ranges any more: fetched whole next time.
-                self.fs.discard(Path(request.meta["body_file"]))
-                problem = outcome if isinstance(outcome, RangeRefused) else f"HTTP {outcome.status}"
-                raise _RangesRefused(f"range request failed ({problem})")
+        if isinstance(outcome, BaseException) and not isinstance(outcome, RangeRefused):
+            # Kept, with what it has: the next run asks for what is missing.
+            raise FileException(reason(outcome)) from outcome
+        if isinstance(outcome, RangeRefused) or (outcome is not None and "streamed" not in outcome.flags):
+            # Another version of the file now, or no ranges any more: fetched whole next time.
+            self.fs.discard(Path(request.meta["body_file"]))
+            problem = outcome if isinstance(outcome, RangeRefused) else f"HTTP {outcome.status}"
+            raise _RangesRefused(f"range request failed ({problem})")
 
     def _range_request(self, request: Request, state: PartialState, segment: list[int]) -> Request:
         meta = {
@@ -333,7 +368,6 @@ class NamedFilesPipeline(FilesPipeline):
         self._modify_media_request(request)
         result = BodyResult(0, 0, state.length, {}, state)
         try:
-            await self._fetch_ranges(request, result)
             response = Response(state.url, flags=["streamed", "segment"], request=request)
             request.meta["body_file_result"] = result
             return await self._streamed(response, request, info, item)

@@ -740,6 +740,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "in front of nginx; auto: lua when installed (default)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=8, help="parallel transfers for every tool (default 8)")
     p.add_argument("--limit-rate", help="nginx limit_rate per connection, e.g. 32m (default: none)")
+    p.add_argument("--calibration-rounds", type=int, default=0,
+                   help="rounds of the curl calibration (default: max(--repeat, 5)); 1 for slow rate-limited runs")  # fmt: skip
     p.add_argument("--segments", type=int, default=0,
                    help="parallel ranges per file: aria2c -x/-s, lftp --use-pget-n, rclone --multi-thread-streams, "
                         "xkcdcrawl XKCDCRAWL_SPLIT_PARTS (default: each tool's own)")  # fmt: skip
@@ -862,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(shutil.rmtree, out_root, True)
         logs = work / "logs"
         logs.mkdir()
-        cal = calibrate(env, work, args.jobs, max(args.repeat, 5), out_root)
+        cal = calibrate(env, work, args.jobs, args.calibration_rounds or max(args.repeat, 5), out_root)
         print_calibration(cal)
         print("commands:")
         for tool in tools:

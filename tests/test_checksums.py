@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import PROJECT
 from faultserver import FaultServer, file_body
+from webservers import nginx
 
 from xkcdcrawl.checksums import header_digests, parse_sums, sums_algorithm
+from xkcdcrawl.paths import host_folder
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -85,3 +91,37 @@ def test_files_are_checked_against_the_digest_the_server_publishes(
     assert "checksum mismatch: sha256 is" in bad["reason"]
     assert server.hits["/range/bad.bin"] == 2  # fetched once more before it counts as failed
     assert not list((run.store / ".xkcdcrawl" / "partial").iterdir())  # nothing of it kept
+
+
+def test_a_listing_s_checksum_files_are_checked(tmp_path: Path) -> None:
+    """SHA256SUMS and x.sha256 beside the files: each file is checked against them before it is kept."""
+    root, store = tmp_path / "root", tmp_path / "store"
+    (root / "sub").mkdir(parents=True)
+    bodies = {"a.bin": b"a" * 5000, "b.bin": b"b" * (2 << 20), "sub/c.iso": b"c" * 3000}
+    for name, body in bodies.items():
+        (root / name).write_bytes(body)
+    digest = {name: hashlib.sha256(body).hexdigest() for name, body in bodies.items()}
+    # b.bin's line is wrong, as on a mirror that has not caught up.
+    (root / "SHA256SUMS").write_text(f"{digest['a.bin']}  a.bin\n{'0' * 64}  b.bin\n", encoding="utf-8")
+    (root / "sub" / "c.iso.sha256").write_text(f"{digest['sub/c.iso']}\n", encoding="utf-8")
+    with nginx(root) as url:
+        run = subprocess.run(
+            [sys.executable, "-m", "scrapy", "crawl", "listing", "-a", f"url={url}", "-s", f"FILES_STORE={store}", *FAST],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        folder = host_folder(url)
+    assert run.returncode == 1
+    assert (store / folder / "a.bin").read_bytes() == bodies["a.bin"]
+    assert (store / folder / "sub" / "c.iso").read_bytes() == bodies["sub/c.iso"]
+    assert not (store / folder / "b.bin").exists()  # never under its final name
+    assert "checksum mismatch: sha256 is" in run.stderr
+    assert f"{url}b.bin" in run.stderr
+    report = json.loads((store / ".xkcdcrawl" / "report-listing.json").read_text(encoding="utf-8"))
+    verified = {row["path"]: row for row in report["files"]}
+    assert verified[f"{folder}/a.bin"]["outcome"] == "downloaded"
+    assert verified[f"{folder}/a.bin"]["verified"] == ["sha256"]
+    assert verified[f"{folder}/sub/c.iso"]["verified"] == ["sha256"]
+    assert verified[f"{folder}/b.bin"]["outcome"] == "failed"

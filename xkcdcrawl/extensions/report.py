@@ -157,6 +157,8 @@ class RunReport:
             "checksum": file.get("checksum"),
             "outcome": status,
             "reason": file.get("reason"),
+            # Checked against what the server published: ["sha256"], or None.
+            "verified": file.get("verified"),
             # What the item said, so that retry_failed asks the pipeline for the same path.
             "folder": adapter.get("folder"),
             "name": adapter.get("name"),

@@ -12,6 +12,7 @@ from scrapy.http import TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
 
 from xkcdcrawl.args import ListingArgs, globs
+from xkcdcrawl.checksums import parse_sums, sums_algorithm
 from xkcdcrawl.errors import log_error, reason
 from xkcdcrawl.items import FileItem
 from xkcdcrawl.listing_parse import relative_path, split_listing
@@ -78,6 +79,43 @@ class ListingSpider(scrapy.Spider):
             return
         log_error(self, "Cannot read %s: %s", url, reason(failure.value))
 
+    def sums_request(self, sums: list[FileItem], items: list[FileItem]) -> scrapy.Request:
+        """Read the next checksum file of a listing; its files wait for it."""
+        return scrapy.Request(
+            sums[0].url,
+            self.parse_sums,
+            errback=self.sums_failed,
+            cb_kwargs={"sums": sums, "items": items},
+            dont_filter=True,
+        )
+
+    def parse_sums(self, response: Response, sums: list[FileItem], items: list[FileItem]) -> Iterator[Any]:
+        name = sums[0].name or ""
+        algorithm = sums_algorithm(name)
+        assert algorithm is not None
+        digests = parse_sums(response.text if isinstance(response, TextResponse) else "", algorithm)
+        if not digests and name.lower().endswith(f".{algorithm}"):  # "x.iso.sha256" may hold just the hash
+            text = response.body.decode("latin-1").split()
+            digests = parse_sums(f"{text[0]}  {name.rsplit('.', 1)[0]}", algorithm) if text else {}
+        folder = sums[0].path.rpartition("/")[0] if sums[0].path else ""
+        for item in items:
+            listed = item.path if item.path is not None else item.name or ""
+            local = listed[len(folder) + 1 :] if folder else listed
+            if (digest := digests.get(local)) is not None:
+                item.digests = {**item.digests, algorithm: digest}
+        yield from self.after_sums(sums, items)
+
+    def sums_failed(self, failure: Failure) -> Iterator[Any]:
+        sums, items = failure.request.cb_kwargs["sums"], failure.request.cb_kwargs["items"]  # type: ignore[attr-defined]
+        self.logger.warning("Cannot read %s (%s): its files are not checked", sums[0].url, reason(failure.value))
+        yield from self.after_sums(sums, items)
+
+    def after_sums(self, sums: list[FileItem], items: list[FileItem]) -> Iterator[Any]:
+        if len(sums) > 1:
+            yield self.sums_request(sums[1:], items)
+        else:
+            yield from items
+
     def parse_start(self, response: Response) -> Iterator[scrapy.Request | FileItem]:
         if b"text/html" in (response.headers.get("Content-Type") or b""):
             root = response.url if response.url.endswith("/") else response.url + "/"
@@ -97,12 +135,20 @@ class ListingSpider(scrapy.Spider):
         if not dirs and not files:
             self.crawler.stats.inc_value("xkcdcrawl/empty_listings")
             self.logger.info("Empty listing: %s", response.url)
+        items = []
         for url in files:
             item = listed_file(url, root)
             if wanted(item.name or "", self.accept, self.reject):
-                yield item
+                items.append(item)
             else:
                 self.crawler.stats.inc_value("xkcdcrawl/files_not_wanted")
+        # Checksum files (SHA256SUMS, x.iso.sha256...) say what the files beside them must be:
+        # read first, the files then go with the digests the pipeline checks them against.
+        sums = [i for i in items if sums_algorithm(i.name or "")]
+        if sums:
+            yield self.sums_request(sums, items)
+        else:
+            yield from items
         if self.args.depth is None or depth < self.args.depth:
             yield from response.follow_all(
                 dirs, self.parse_listing, errback=self.page_failed, cb_kwargs={"root": root, "depth": depth + 1}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
+from faultserver import FaultServer
 from xkcdsite import Servers, Site
 
 if TYPE_CHECKING:
@@ -74,3 +75,24 @@ def crawl(tmp_path: Path) -> Crawl:
         return Run(proc.returncode, proc.stdout, proc.stderr, store, feed)
 
     return run
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    """The fault-injecting server (tests/faultserver.py)."""
+    with FaultServer() as srv:
+        yield srv
+
+
+def urls_arg(tmp_path: Path, urls: list[str]) -> str:
+    """-a file=... for a URL list written under tmp_path."""
+    listing = tmp_path / "urls.txt"
+    listing.write_text("".join(u + "\n" for u in urls), encoding="utf-8")
+    return f"file={listing}"
+
+
+def run_crawl(*args: str) -> subprocess.CompletedProcess[str]:
+    """`scrapy crawl ARGS` in a subprocess, its settings all in ARGS (the store too)."""
+    cmd = [sys.executable, "-m", "scrapy", "crawl", *args]
+    return subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=300, check=False)
+

@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import PROJECT
+from conftest import PROJECT, run_crawl, urls_arg
 from faultserver import FaultServer, file_body
 from webservers import nginx
 
@@ -58,18 +58,6 @@ def test_checksum_files_gnu_and_bsd_lines() -> None:
     ]
 
 
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as srv:
-        yield srv
-
-
-def urls_arg(tmp_path: Path, urls: list[str]) -> str:
-    listing = tmp_path / "urls.txt"
-    listing.write_text("".join(u + "\n" for u in urls), encoding="utf-8")
-    return f"file={listing}"
-
-
 @pytest.mark.parametrize("size", [5000, 3 << 20], ids=["in memory", "streamed"])
 def test_files_are_checked_against_the_digest_the_server_publishes(
     tmp_path: Path, server: FaultServer, crawl: Crawl, size: int
@@ -105,13 +93,7 @@ def test_a_listing_s_checksum_files_are_checked(tmp_path: Path) -> None:
     (root / "SHA256SUMS").write_text(f"{digest['a.bin']}  a.bin\n{'0' * 64}  b.bin\n", encoding="utf-8")
     (root / "sub" / "c.iso.sha256").write_text(f"{digest['sub/c.iso']}\n", encoding="utf-8")
     with nginx(root) as url:
-        run = subprocess.run(
-            [sys.executable, "-m", "scrapy", "crawl", "listing", "-a", f"url={url}", "-s", f"FILES_STORE={store}", *FAST],
-            cwd=PROJECT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        run = run_crawl("listing", "-a", f"url={url}", "-s", f"FILES_STORE={store}", *FAST)
         folder = host_folder(url)
     assert run.returncode == 1
     assert (store / folder / "a.bin").read_bytes() == bodies["a.bin"]

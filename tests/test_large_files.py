@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import PROJECT
+from conftest import PROJECT, run_crawl, urls_arg
 from faultserver import FaultServer, file_body
 from webservers import nginx, python_http_server
 
@@ -29,18 +29,6 @@ if TYPE_CHECKING:
 FAST = ["-s", "XKCDCRAWL_RETRY_BACKOFF=0.1", "-s", "XKCDCRAWL_PROGRESS_INTERVAL=0"]
 ONE_STREAM = ["-s", "XKCDCRAWL_SPLIT_PARTS=1"]
 MiB = 1 << 20
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as srv:
-        yield srv
-
-
-def urls_arg(tmp_path: Path, urls: list[str]) -> str:
-    listing = tmp_path / "urls.txt"
-    listing.write_text("".join(u + "\n" for u in urls), encoding="utf-8")
-    return f"file={listing}"
 
 
 def pattern_file(path: Path, size: int, seed: str) -> str:
@@ -161,9 +149,7 @@ def test_a_killed_crawl_resumes_the_rest_of_a_big_file(tmp_path: Path) -> None:
         kill_when(start_crawl(*args), lambda: partial_size(store) >= 2 * MiB)
         assert not (store / host_folder(url) / "big.bin").exists()
         kept = partial_size(store)
-        again = subprocess.run(
-            [sys.executable, "-m", "scrapy", "crawl", *args], cwd=PROJECT, capture_output=True, text=True, check=False
-        )
+        again = run_crawl(*args)
     assert again.returncode == 0, again.stderr
     assert sha256(store / host_folder(url) / "big.bin") == expected
     status, ranges, sent = access(log, "/big.bin")[-1]
@@ -198,9 +184,7 @@ def test_a_killed_split_download_resumes_only_its_missing_ranges(tmp_path: Path)
             time.sleep(0.05)
         before = len(access(log, "/big.bin"))
         assert before == 4
-        again = subprocess.run(
-            [sys.executable, "-m", "scrapy", "crawl", *args], cwd=PROJECT, capture_output=True, text=True, check=False
-        )
+        again = run_crawl(*args)
     assert again.returncode == 0, again.stderr
     assert sha256(store / host_folder(url) / "big.bin") == expected
     resumed = access(log, "/big.bin")[before:]
@@ -228,13 +212,7 @@ def test_a_file_changed_on_the_server_is_fetched_afresh(tmp_path: Path) -> None:
     with nginx(root, access_log=log) as url:
         # Half of the old version, with the old version's ETag: If-Range does not match.
         fake_partial(store, f"{host_folder(url)}/f.bin", f"{url}f.bin", b"o" * (size // 2), '"0-old"')
-        run = subprocess.run(
-            [sys.executable, "-m", "scrapy", "crawl", "listing", "-a", f"url={url}", "-s", f"FILES_STORE={store}"],
-            cwd=PROJECT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        run = run_crawl("listing", "-a", f"url={url}", "-s", f"FILES_STORE={store}")
     assert run.returncode == 0, run.stderr
     assert sha256(store / host_folder(url) / "f.bin") == expected  # never spliced
     [(status, ranges, sent)] = access(log, "/f.bin")
@@ -249,13 +227,7 @@ def test_a_server_without_ranges_starts_over(tmp_path: Path) -> None:
     expected = pattern_file(root / "f.bin", 3 * MiB, "no ranges")
     with python_http_server(root) as url:
         fake_partial(store, f"{host_folder(url)}/f.bin", f"{url}f.bin", b"x" * MiB, "Mon, 01 Jan 2024 00:00:00 GMT")
-        run = subprocess.run(
-            [sys.executable, "-m", "scrapy", "crawl", "listing", "-a", f"url={url}", "-s", f"FILES_STORE={store}"],
-            cwd=PROJECT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        run = run_crawl("listing", "-a", f"url={url}", "-s", f"FILES_STORE={store}")
     assert run.returncode == 0, run.stderr
     assert sha256(store / host_folder(url) / "f.bin") == expected
     assert partial_folder(store) == []
@@ -313,13 +285,7 @@ def test_a_listed_file_redirected_to_another_host_is_streamed_there(tmp_path: Pa
     # a.bin answers 302 to the same server under another name: another host to the crawler.
     moved = "location = /a.bin { return 302 http://localhost:$server_port/real/a.bin; }"
     with nginx(root, access_log=log, locations=moved) as url:
-        run = subprocess.run(
-            [sys.executable, "-m", "scrapy", "crawl", "listing", "-a", f"url={url}", "-a", "depth=0", "-s", f"FILES_STORE={store}", *FAST],
-            cwd=PROJECT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        run = run_crawl("listing", "-a", f"url={url}", "-a", "depth=0", "-s", f"FILES_STORE={store}", *FAST)
     assert run.returncode == 0, run.stderr
     assert sha256(store / host_folder(url) / "a.bin") == expected  # under the listed name
     assert access(log, "/a.bin") == [(302, "-", access(log, "/a.bin")[0][2])]

@@ -5,12 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import PROJECT, run_crawl, urls_arg
+from conftest import run_crawl, urls_arg
 from faultserver import FaultServer, file_body
 from webservers import nginx
 
@@ -18,7 +16,6 @@ from xkcdcrawl.checksums import header_digests, parse_sums, sums_algorithm
 from xkcdcrawl.paths import host_folder
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from conftest import Crawl

@@ -121,6 +121,7 @@ def test_report_streams_rows_and_summary_names_the_first_20_failures(tmp_path: P
         "checksum": "c",
         "outcome": "downloaded",
         "reason": None,
+        "verified": None,
         "folder": "h",
         "name": None,
         "draw": None,

@@ -70,7 +70,6 @@ class BodyFile:
     def __init__(self, path: Path, offset: int, *, truncate: bool, algorithms: tuple[str, ...] = ()) -> None:
         self.path = path
         self.start = offset
-        self.position = offset  # where the next queued chunk goes
         self.written = 0  # bytes on disk (writer thread)
         self.queued = 0  # bytes handed over (reactor thread)
         self.hashers = {name: hashlib.new(name) for name in algorithms}
@@ -168,7 +167,6 @@ class DiskWriter:
 
     def write(self, body: BodyFile, data: bytes) -> None:
         body.queued += len(data)
-        body.position += len(data)
         self._queued += len(data)
         self._lane(body).tasks.put((body, data, None))
 

@@ -67,8 +67,6 @@ class RangeRefused(Exception):
 class BodyResult:
     """What a streamed response wrote into the partial file."""
 
-    start: int  # offset of its first byte in the file
-    written: int
     length: int | None  # the whole file's, when the server said it
     digests: dict[str, str]  # {algorithm: hex} of the whole file, when this response wrote all of it from 0
     state: PartialState | None  # the file's resume record (with its ranges, when split)
@@ -208,7 +206,7 @@ class _StreamingAgent(_ScrapyAgent):
             if shared is not None and state_path:
                 segment = next(s for s in shared.segments if s[0] <= start <= s[1])
                 body.state, body.state_path, body.segment = shared, Path(state_path), segment
-            request.meta["body_file_result"] = BodyResult(start, 0, total, {}, shared, header_digests(headers))
+            request.meta["body_file_result"] = BodyResult(total, {}, shared, header_digests(headers))
             return body, span[1] - start + 1
         expected = header_digests(headers)
         # Hashed on the way when written from its first byte: sha256, and what the server publishes.
@@ -230,7 +228,7 @@ class _StreamingAgent(_ScrapyAgent):
         if state_path:
             state.save(Path(state_path))
             request.meta["body_file_resumable"] = True  # for its retries
-        request.meta["body_file_result"] = BodyResult(start, 0, total, {}, state, expected)
+        request.meta["body_file_result"] = BodyResult(total, {}, state, expected)
         return body, limit
 
     @staticmethod
@@ -327,7 +325,7 @@ class _BodyFileReader(Protocol):
                 self._finished.errback(error)
             else:
                 result: BodyResult = self._request.meta["body_file_result"]
-                result.written, result.digests = self._body.written, self._body.digests
+                result.digests = self._body.digests
                 self._finished.callback(
                     {"txresponse": self._txresponse, "body": b"", "flags": ["streamed", *(flags or [])]}
                 )

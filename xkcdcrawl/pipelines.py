@@ -365,7 +365,7 @@ class NamedFilesPipeline(FilesPipeline):
         if state is None or not state.segments or not state.validator:
             return None
         self._modify_media_request(request)
-        result = BodyResult(0, 0, state.length, {}, state)
+        result = BodyResult(state.length, {}, state)
         try:
             response = Response(state.url, flags=["streamed", "segment"], request=request)
             request.meta["body_file_result"] = result

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 from faultserver import FaultServer
+from redisserver import redis_server
 from xkcdsite import Servers, Site
 
 if TYPE_CHECKING:
@@ -95,4 +96,11 @@ def run_crawl(*args: str) -> subprocess.CompletedProcess[str]:
     """`scrapy crawl ARGS` in a subprocess, its settings all in ARGS (the store too)."""
     cmd = [sys.executable, "-m", "scrapy", "crawl", *args]
     return subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A redis-server of the test module's own on 127.0.0.1 (tests/redisserver.py)."""
+    with redis_server() as url:
+        yield url
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 from faultserver import FaultServer, file_body
-from redisserver import redis_server
 from scrapy import Request
 
 from xkcdcrawl.fleet import FleetBudget
@@ -31,12 +30,6 @@ WORKERS = 3
 LIMIT = 4
 FILES = 12  # per worker
 DELAY = 0.5  # seconds each file takes at the server
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture
@@ -82,6 +75,14 @@ def fleet_settings(redis_url: str, store: Path, per_host: int, budget: bool) -> 
     }
 
 
+def kill_stragglers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """The workers still running once a test is over (it failed): killed, not left behind."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
 def run_fleet(site: FaultServer, settings: dict[str, str], work: Path) -> float:
     """Run the workers to the end; the wall time from the first start to the last exit."""
     begun = time.monotonic()
@@ -89,10 +90,7 @@ def run_fleet(site: FaultServer, settings: dict[str, str], work: Path) -> float:
     try:
         codes = [worker.wait(120) for worker in workers]
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+        kill_stragglers(workers)
     logs = "\n".join((work / f"worker-{n}.log").read_text()[-2000:] for n in range(WORKERS))
     assert codes == [0] * WORKERS, logs
     return time.monotonic() - begun
@@ -157,10 +155,7 @@ def test_a_killed_workers_leases_expire(redis_url: str, server: redis.Redis, tmp
             assert all(expiry <= killed_ms + 3000 for _, expiry in left), left
             codes = [worker.wait(120) for worker in workers[1:]]
         finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.kill()
-                    worker.wait()
+            kill_stragglers(workers)
         assert site.max_in_flight <= LIMIT
     assert codes == [0] * (WORKERS - 1)
     assert {name for n in (1, 2) for name in names(n)} <= set(stored(tmp_path / "store"))
@@ -181,10 +176,7 @@ def test_leases_of_long_transfers_are_renewed(redis_url: str, server: redis.Redi
         try:
             assert [worker.wait(60) for worker in workers] == [0, 0]
         finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.kill()
-                    worker.wait()
+            kill_stragglers(workers)
         assert site.max_in_flight == 1
         assert sum(site.hits.values()) == 2
 
@@ -203,10 +195,7 @@ def test_a_retry_after_pauses_the_host_for_every_worker(redis_url: str, server: 
             workers.append(spawn([site.url_for("/429/a.bin?retry_after=2&times=1")], settings, tmp_path / "429.log"))
             assert [worker.wait(60) for worker in workers] == [0, 0]
         finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.kill()
-                    worker.wait()
+            kill_stragglers(workers)
         [(told, _, _)] = [entry for entry in site.log if entry[2].startswith("/429/")][:1]
         later = [at - told for at, _, target in site.log if at > told]
         just_before = [at for at, _, target in site.log if target.startswith("/slow/") and told - 0.5 < at < told]
@@ -230,10 +219,7 @@ def test_download_delay_holds_for_the_fleet(redis_url: str, server: redis.Redis,
         try:
             assert [worker.wait(60) for worker in workers] == [0, 0]
         finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.kill()
-                    worker.wait()
+            kill_stragglers(workers)
         asked = sorted(at for at, _, _ in site.log)
     assert len(asked) == 16
     gaps = [later - earlier for earlier, later in itertools.pairwise(asked)]

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from faultserver import FaultServer, file_body
-from redisserver import redis_server
 from scrapy import Request
 from scrapy.exceptions import ScrapyDeprecationWarning
 from scrapy_redis import get_redis
@@ -50,12 +49,6 @@ PER_HOST = 1  # CONCURRENT_REQUESTS_PER_DOMAIN of each worker
 
 
 # ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from xkcdcrawl.checksums import header_digests, mismatches
 from xkcdcrawl.errors import reason
 from xkcdcrawl.handlers import BodyResult, RangeRefused
 from xkcdcrawl.paths import disposition_name, has_extension, safe_relpath, safe_segment, type_extension, url_file_name
-from xkcdcrawl.stores import AtomicFSFilesStore, ChecksumError, IncompleteFileError, digests_of
+from xkcdcrawl.stores import AtomicFSFilesStore, ChecksumError, IncompleteFileError, digests_of, hash_range
 
 if TYPE_CHECKING:
     from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
@@ -72,14 +72,8 @@ def response_path(path: str, response: Response, named: bool) -> str:
 
 
 def _hash_range(path: Path, first: int, last: int, hashers: dict[str, Any]) -> None:
-    """Feed bytes first..last of a file to the hashers."""
     with path.open("rb") as f:
-        f.seek(first)
-        left = last - first + 1
-        while left > 0 and (chunk := f.read(min(left, 1 << 20))):
-            for hasher in hashers.values():
-                hasher.update(chunk)
-            left -= len(chunk)
+        hash_range(f, hashers, first, last)
 
 
 class _RangesRefused(FileException):

@@ -228,12 +228,19 @@ def digests_of(data: bytes | memoryview, algorithms: Iterable[str]) -> dict[str,
     return {name: hashlib.new(name, data).hexdigest() for name in algorithms}
 
 
-def _file_digests(f: BinaryIO, algorithms: list[str]) -> dict[str, str]:
-    f.seek(0)
-    hashers = {name: hashlib.new(name) for name in algorithms}
-    while chunk := f.read(1 << 20):
+def hash_range(f: BinaryIO, hashers: dict[str, Any], first: int = 0, last: int | None = None) -> None:
+    """Feed bytes first..last (inclusive; None: to the end) of an open file to the hashers."""
+    f.seek(first)
+    left = float("inf") if last is None else last - first + 1
+    while left > 0 and (chunk := f.read(int(min(left, 1 << 20)))):
         for hasher in hashers.values():
             hasher.update(chunk)
+        left -= len(chunk)
+
+
+def _file_digests(f: BinaryIO, algorithms: list[str]) -> dict[str, str]:
+    hashers = {name: hashlib.new(name) for name in algorithms}
+    hash_range(f, hashers)
     return {name: h.hexdigest() for name, h in hashers.items()}
 
 

@@ -65,7 +65,16 @@ class Tool:
 @contextlib.contextmanager
 def mirror(last: int, delay_ms: float, log: Path) -> Iterator[tuple[str, str]]:
     """The mirror in its own process: (site origin, image origin)."""
-    cmd = [sys.executable, str(HERE / "xkcd_mirror.py"), "--first", "0", "--last", str(last), "--delay-ms", str(delay_ms)]
+    cmd = [
+        sys.executable,
+        str(HERE / "xkcd_mirror.py"),
+        "--first",
+        "0",
+        "--last",
+        str(last),
+        "--delay-ms",
+        str(delay_ms),
+    ]
     with log.open("wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
     try:
@@ -155,7 +164,9 @@ def run_once(tool: Tool, out: Path, logs: Path, tag: str, site: str, timeout: fl
             os.environ["XKCD_MIRROR"] = env_before
     requests = control(site, "stats")
     ok, bad = verify(tool.images(out), tool.expected)
-    return Run(tool.name, round(wall, 3), round(cpu, 3), round(rss, 1), rc, requests, ok, len(tool.expected), bad, str(log))
+    return Run(
+        tool.name, round(wall, 3), round(cpu, 3), round(rss, 1), rc, requests, ok, len(tool.expected), bad, str(log)
+    )
 
 
 def median(runs: list[Run], key: Callable[[Run], float]) -> float:
@@ -164,7 +175,9 @@ def median(runs: list[Run], key: Callable[[Run], float]) -> float:
 
 def print_table(runs: list[Run], rerun: Run | None) -> None:
     kinds = ("site:page", "site:api", "images:image")
-    print(f"{'tool':<16} {'wall s':>7} {'min-max s':>11} {'CPU s':>6} {'RSS MiB':>8} {'pages':>6} {'api':>5} {'images':>6} {'verified':>10}")
+    print(
+        f"{'tool':<16} {'wall s':>7} {'min-max s':>11} {'CPU s':>6} {'RSS MiB':>8} {'pages':>6} {'api':>5} {'images':>6} {'verified':>10}"
+    )
     rows = {name: [r for r in runs if r.tool == name] for name in dict.fromkeys(r.tool for r in runs)}
     if rerun:
         rows["xkcdcrawl re-run"] = [rerun]
@@ -246,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(runs, rerun)
     if args.json:
-        args.json.write_text(json.dumps({"runs": [asdict(r) for r in runs], "rerun": rerun and asdict(rerun)}, indent=1))
+        args.json.write_text(
+            json.dumps({"runs": [asdict(r) for r in runs], "rerun": rerun and asdict(rerun)}, indent=1)
+        )
     problems = failures(runs, rerun)
     for problem in problems:
         print(f"FAILED: {problem}", file=sys.stderr)

@@ -103,4 +103,3 @@ def redis_url() -> Iterator[str]:
     """A redis-server of the test module's own on 127.0.0.1 (tests/redisserver.py)."""
     with redis_server() as url:
         yield url
-

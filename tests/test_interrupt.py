@@ -32,7 +32,14 @@ def server() -> Iterator[FaultServer]:
 def start_crawl(server: FaultServer, store: Path, urls: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "scrapy", "crawl", "urls", "-a", urls, "-s", f"FILES_STORE={store}"]
     # CONCURRENT_REQUESTS=2: the spider keeps 4 files in the pipeline, so a Ctrl-C leaves some unfetched.
-    cmd += ["-s", "CONCURRENT_REQUESTS=2", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2", "-s", "XKCDCRAWL_PROGRESS_INTERVAL=0"]
+    cmd += [
+        "-s",
+        "CONCURRENT_REQUESTS=2",
+        "-s",
+        "CONCURRENT_REQUESTS_PER_DOMAIN=2",
+        "-s",
+        "XKCDCRAWL_PROGRESS_INTERVAL=0",
+    ]
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
     return subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -66,7 +73,9 @@ def test_ctrl_c_exits_130_and_the_next_run_completes(
     assert f"{FILES - len(kept)} downloaded, {len(kept)} uptodate" in again.stderr
 
 
-def test_ctrl_c_on_a_listing_exits_130_and_the_next_run_completes(server: FaultServer, crawl: Crawl, tmp_path: Path) -> None:
+def test_ctrl_c_on_a_listing_exits_130_and_the_next_run_completes(
+    server: FaultServer, crawl: Crawl, tmp_path: Path
+) -> None:
     store = tmp_path / "store"
     args = ["listing", "-a", f"url={server.url_for('/tree/')}", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2"]
     cmd = [sys.executable, "-m", "scrapy", "crawl", *args, "-s", f"FILES_STORE={store}"]

@@ -306,4 +306,3 @@ def test_a_big_file_comes_in_ranges_asked_in_file_order(tmp_path: Path, server: 
     asked = [int(r.removeprefix("bytes=").split("-")[0]) for _, r, _, _ in server.ranges]
     assert sorted(asked) == list(range(MiB, size, MiB))
     assert server.max_in_flight == 2
-

@@ -187,9 +187,10 @@ def test_a_file_and_a_folder_of_the_same_name(crawl: Crawl) -> None:
 def test_two_servers_on_one_host_keep_their_own_folders(crawl: Crawl) -> None:
     """Same host, two ports, one file name with different bytes: neither is taken for the other."""
     page = ("text/html", b'<a href="a.bin">a.bin</a>')
-    with StaticSite({"/pub/": page, "/pub/a.bin": ("application/octet-stream", b"first")}) as one, StaticSite(
-        {"/pub/": page, "/pub/a.bin": ("application/octet-stream", b"second")}
-    ) as two:
+    with (
+        StaticSite({"/pub/": page, "/pub/a.bin": ("application/octet-stream", b"first")}) as one,
+        StaticSite({"/pub/": page, "/pub/a.bin": ("application/octet-stream", b"second")}) as two,
+    ):
         first = crawl("listing", "-a", f"url={one.url}/pub/", *QUIET)
         second = crawl("listing", "-a", f"url={two.url}/pub/", *QUIET)
     assert first.returncode == second.returncode == 0, second.stderr
@@ -240,7 +241,9 @@ def test_a_refused_start_url_is_one_error_line_and_gives_up_soon(crawl: Crawl) -
     url = refused_url("/pub/")
     run = crawl("listing", "-a", f"url={url}", *QUIET)  # the default backoff: 1 s, then 2 s, 4 s
     assert run.returncode == 1
-    assert [line.split("] ERROR: ")[1] for line in error_lines(run.stderr)] == [f"Cannot read {url}: connection refused"]
+    assert [line.split("] ERROR: ")[1] for line in error_lines(run.stderr)] == [
+        f"Cannot read {url}: connection refused"
+    ]
     assert "Traceback" not in run.stderr
     elapsed = float(re.findall(r"'elapsed_time_seconds': ([0-9.]+)", run.stderr)[0])
     assert elapsed < 5  # two tries of robots.txt and of the page, not four of each (14 s)

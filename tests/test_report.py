@@ -225,7 +225,9 @@ def test_bar_on_a_terminal_keeps_log_lines_off_its_line(tmp_path: Path) -> None:
         )
     shown, final = screen_lines(raw)
     bars = [line for line in shown if line.startswith("files ━")]
-    assert any(re.search(r"━ 1/2 files, [\d.]+ (B|KiB), [\d.]+ (B|KiB|MiB)/s, 1 failed, ETA \d:\d\d:\d\d$", b) for b in bars)
+    assert any(
+        re.search(r"━ 1/2 files, [\d.]+ (B|KiB), [\d.]+ (B|KiB|MiB)/s, 1 failed, ETA \d:\d\d:\d\d$", b) for b in bars
+    )
     assert any(" 2/2 files, 2.9 MiB, " in bar for bar in bars), bars[-3:]
     logs = [line for line in shown if re.search(r"\d\d:\d\d:\d\d \[[\w.]+\] [A-Z]+: ", line)]
     assert any("File failed: " in line for line in logs)
@@ -250,7 +252,9 @@ def test_without_a_terminal_one_line_per_interval_and_the_summary_last(crawl: Cr
     assert len(lines) >= 3
     # b.txt is done at once, a.bin after 2 s: lines while it waits say so, with an ETA.
     assert any(re.fullmatch(r"1/2 files, 1000 B, [\d.]+ (B|KiB)/s, 0 failed, ETA 0:00:0\d", x) for x in lines)
-    assert all(re.fullmatch(r"\d/2 files, [\d.]+ (B|KiB), [\d.]+ (B|KiB)/s, 0 failed(, ETA \d:\d\d:\d\d)?", x) for x in lines)
+    assert all(
+        re.fullmatch(r"\d/2 files, [\d.]+ (B|KiB), [\d.]+ (B|KiB)/s, 0 failed(, ETA \d:\d\d:\d\d)?", x) for x in lines
+    )
     tail = run.stderr.rstrip("\n").split("\n")
     assert tail[-3].endswith("INFO: Files: 2 downloaded, 0 uptodate, 0 failed, 0 filtered")
     assert re.fullmatch(r"Downloaded 2\.0 KiB in 0:00:0\d, [\d.]+ (B|KiB)/s", tail[-2])
@@ -260,11 +264,20 @@ def test_without_a_terminal_one_line_per_interval_and_the_summary_last(crawl: Cr
 def test_summary_and_report_match_the_store_at_warning_level(crawl: Crawl) -> None:
     with FaultServer() as server:
         good = [f"{server.url}/ok/{name}?size={n}" for name, n in (("a.bin", 3000), ("b.bin", 5000), ("c.txt", 7))]
-        run = crawl(*urls_arg(*good, f"{server.url}/status/500/bad.bin"), *FAST, "-s", "LOG_LEVEL=WARNING", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=3")
+        run = crawl(
+            *urls_arg(*good, f"{server.url}/status/500/bad.bin"),
+            *FAST,
+            "-s",
+            "LOG_LEVEL=WARNING",
+            "-s",
+            "CONCURRENT_REQUESTS_PER_DOMAIN=3",
+        )
     assert run.returncode == 1
     stored = run.stored()
     folder = server.folder
-    assert stored == {f"{folder}/{name}": file_body(name, n) for name, n in (("a.bin", 3000), ("b.bin", 5000), ("c.txt", 7))}
+    assert stored == {
+        f"{folder}/{name}": file_body(name, n) for name, n in (("a.bin", 3000), ("b.bin", 5000), ("c.txt", 7))
+    }
     assert "Files: 3 downloaded, 0 uptodate, 1 failed, 0 filtered" in run.stderr
     assert f"Downloaded {size(sum(map(len, stored.values())))} in " in run.stderr
     assert f"Failed (1):\n  {server.url}/status/500/bad.bin: HTTP 500\n" in run.stderr

@@ -36,21 +36,36 @@ CALLABLES = [
         ],
         "xkcdcrawl.handlers",
     ),
-    ("scrapy.core.downloader.handlers.http11", "_ScrapyAgent.download_request", ["self", "request"], "xkcdcrawl.handlers"),
+    (
+        "scrapy.core.downloader.handlers.http11",
+        "_ScrapyAgent.download_request",
+        ["self", "request"],
+        "xkcdcrawl.handlers",
+    ),
     (
         "scrapy.core.downloader.handlers.http11",
         "_ScrapyAgent._cb_bodyready",
         ["self", "txresponse", "request"],
         "xkcdcrawl.handlers",
     ),
-    ("scrapy.core.downloader.handlers.http11", "_ScrapyAgent._cb_bodydone", ["self", "result", "url"], "xkcdcrawl.handlers"),
+    (
+        "scrapy.core.downloader.handlers.http11",
+        "_ScrapyAgent._cb_bodydone",
+        ["self", "result", "url"],
+        "xkcdcrawl.handlers",
+    ),
     (
         "scrapy.core.downloader.handlers.http11",
         "_ScrapyAgent._headers_from_twisted_response",
         ["response"],
         "xkcdcrawl.handlers",
     ),
-    ("scrapy.utils._download_handlers", "get_maxsize_msg", ["size", "limit", "request", "expected"], "xkcdcrawl.handlers"),
+    (
+        "scrapy.utils._download_handlers",
+        "get_maxsize_msg",
+        ["size", "limit", "request", "expected"],
+        "xkcdcrawl.handlers",
+    ),
     ("scrapy.utils._download_handlers", "wrap_twisted_exceptions", [], "xkcdcrawl.handlers"),
     (
         "scrapy.pipelines.media",
@@ -79,7 +94,11 @@ SOURCES = [
     # The download timeout is a DelayedCall the handler pushes back while a body streams.
     ("scrapy.core.downloader.handlers.http11", "_ScrapyAgent.download_request", "self._timeout_cl = reactor.callLater"),
     # How Scrapy itself aborts a response's connection (the handler does the same).
-    ("scrapy.core.downloader.handlers.http11", "_ScrapyAgent._cancel", "txresponse._transport._producer.abortConnection()"),
+    (
+        "scrapy.core.downloader.handlers.http11",
+        "_ScrapyAgent._cancel",
+        "txresponse._transport._producer.abortConnection()",
+    ),
     # The handler's own reader must end as Scrapy's does, with these result keys.
     ("scrapy.core.downloader.handlers.http11", "_ScrapyAgent._cb_bodydone", 'result.get("flags")'),
     # Twisted keeps the response's transport there.
@@ -152,7 +171,9 @@ def test_private_behaviour(module: str, name: str, fragment: str) -> None:
 @pytest.mark.parametrize(("module", "name", "copy"), COPIED, ids=[c[1] for c in COPIED])
 def test_copied_method_is_unchanged(module: str, name: str, copy: str) -> None:
     source = inspect.getsource(resolve(module, name))
-    assert hashlib.sha256(source.encode()).hexdigest()[:16] == PINNED[name], f"{module}.{name} changed: carry it to {copy}"
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == PINNED[name], (
+        f"{module}.{name} changed: carry it to {copy}"
+    )
 
 
 def test_handler_and_agent_attributes() -> None:

@@ -226,7 +226,9 @@ class NamedFilesPipeline(FilesPipeline):
             info["verified"] = sorted(verified)  # checked against what the server published
         return cast("FileInfo", info)
 
-    async def _streamed(self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, item: Any) -> FileInfo:
+    async def _streamed(
+        self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, item: Any
+    ) -> FileInfo:
         """A body StreamingDownloadHandler wrote to the partial file: completed, verified, moved into place."""
         part = Path(request.meta["body_file"])
         # On the request that was sent last: a redirect or a retry is a copy of this one.

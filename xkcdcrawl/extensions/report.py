@@ -228,7 +228,9 @@ class RunReport:
         if spider_args(self.crawler.spider).get("dry_run"):
             would = stats.get_value("xkcdcrawl/dry_run/would_fetch", 0)
             sized, known = stats.get_value("xkcdcrawl/dry_run/sized", 0), stats.get_value("xkcdcrawl/dry_run/bytes", 0)
-            lines.append(f"Dry run: {would} files to fetch, {size(known)} for the {sized} of known size; nothing fetched")
+            lines.append(
+                f"Dry run: {would} files to fetch, {size(known)} for the {sized} of known size; nothing fetched"
+            )
         else:
             lines.append(f"Downloaded {size(self.bytes)} in {duration(self.elapsed)}, {size(rate)}/s")
         if self.failed_count:
@@ -238,7 +240,9 @@ class RunReport:
                 lines.append(f"  and {more} more, see {self.path}")
         if self.reason == "shutdown":
             done = sum(counts(stats).values())
-            lines.append(f"interrupted: {max(int(stats.get_value('xkcdcrawl/expected_files', 0)) - done, 0)} files not fetched")
+            lines.append(
+                f"interrupted: {max(int(stats.get_value('xkcdcrawl/expected_files', 0)) - done, 0)} files not fetched"
+            )
         if self.path is not None:
             lines.append(f"Report: {self.path}")
         return lines

@@ -114,7 +114,10 @@ class AlbumSpider(scrapy.Spider):
         api = self.settings.get("XKCDCRAWL_IMGUR_API_URL").rstrip("/")
         headers = {"Authorization": f"Client-ID {self.settings.get('IMGUR_CLIENT_ID')}"}
         yield scrapy.Request(
-            f"{api}/3/album/{self.imgur_id}/images", headers=headers, callback=self.parse_imgur, errback=self.start_failed
+            f"{api}/3/album/{self.imgur_id}/images",
+            headers=headers,
+            callback=self.parse_imgur,
+            errback=self.start_failed,
         )
 
     def start_failed(self, failure: Failure) -> None:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from types import TracebackType
 
-Routes = dict[str, tuple[str, bytes]]  # path (with query) -> (Content-Type, body)
+# Path (with query) -> (Content-Type, body), or (Content-Type, body, more headers).
+Routes = dict[str, tuple[str, bytes] | tuple[str, bytes, dict[str, str]]]
 
 
 class StaticSite:
@@ -41,9 +42,11 @@ class StaticSite:
                 if self.path not in site.routes:
                     self.send_error(404)
                     return
-                ctype, body = site.routes[self.path]
+                ctype, body, *more = site.routes[self.path]
                 self.send_response(200)
                 self.send_header("Content-Type", ctype)
+                for name, value in (more[0] if more else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -13,7 +13,7 @@ from faultserver import FaultServer, file_body
 from webservers import nginx
 
 from xkcdcrawl.checksums import header_digests, parse_sums, sums_algorithm
-from xkcdcrawl.paths import host_folder
+from xkcdcrawl.naming import host_folder
 
 if TYPE_CHECKING:
     from pathlib import Path

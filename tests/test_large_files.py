@@ -18,7 +18,7 @@ from faultserver import FaultServer, file_body
 from webservers import nginx, python_http_server
 
 from xkcdcrawl.bodyfile import PartialState
-from xkcdcrawl.paths import host_folder
+from xkcdcrawl.naming import host_folder
 from xkcdcrawl.stores import AtomicFSFilesStore
 
 if TYPE_CHECKING:
@@ -306,3 +306,21 @@ def test_a_big_file_comes_in_ranges_asked_in_file_order(tmp_path: Path, server: 
     asked = [int(r.removeprefix("bytes=").split("-")[0]) for _, r, _, _ in server.ranges]
     assert sorted(asked) == list(range(MiB, size, MiB))
     assert server.max_in_flight == 2
+
+
+def test_xkcdcrawl_file_hosts_bounds_where_files_come_from(tmp_path: Path) -> None:
+    """XKCDCRAWL_FILE_HOSTS: a listed file redirected to another host is filtered, not fetched there."""
+    root, log, store = tmp_path / "root", tmp_path / "access.log", tmp_path / "store"
+    (root / "real").mkdir(parents=True)
+    pattern_file(root / "real" / "a.bin", 2 * MiB, "moved")
+    (root / "a.bin").write_bytes(b"listed here, served elsewhere")
+    (root / "b.bin").write_bytes(b"served here")
+    moved = "location = /a.bin { return 302 http://localhost:$server_port/real/a.bin; }"
+    hosts = ["-s", "XKCDCRAWL_FILE_HOSTS=127.0.0.1"]
+    with nginx(root, access_log=log, locations=moved) as url:
+        run = run_crawl("listing", "-a", f"url={url}", "-a", "depth=0", "-s", f"FILES_STORE={store}", *hosts, *FAST)
+    assert run.returncode == 0, run.stderr
+    assert (store / host_folder(url) / "b.bin").read_bytes() == b"served here"
+    assert not (store / host_folder(url) / "a.bin").exists()
+    assert access(log, "/real/a.bin") == []
+    assert "not in XKCDCRAWL_FILE_HOSTS" in run.stderr, run.stderr

@@ -14,6 +14,8 @@ from faultserver import FaultServer, file_body
 from staticsite import StaticSite
 from webservers import apache, lighttpd, make_tree, nginx, python_http_server
 
+from xkcdcrawl.naming import distinct_name
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
@@ -167,7 +169,7 @@ def test_missing_or_unreachable_start_url_is_an_error(crawl: Crawl) -> None:
 
 
 def test_a_file_and_a_folder_of_the_same_name(crawl: Crawl) -> None:
-    """A server that lists 'dup' as a file and 'dup/' as a folder: one fails, visibly."""
+    """A server that lists 'dup' as a file and 'dup/' as a folder: both kept, the same way on every run."""
     page = b'<a href="dup">dup</a> <a href="dup/">dup/</a> <a href="ok.txt">ok.txt</a>'
     routes = {"/pub/": ("text/html", page), "/pub/dup": ("text/plain", b"file"), "/pub/ok.txt": ("text/plain", b"ok")}
     routes |= {
@@ -176,11 +178,15 @@ def test_a_file_and_a_folder_of_the_same_name(crawl: Crawl) -> None:
     }
     with StaticSite(routes) as site:
         run = crawl("listing", "-a", f"url={site.url}/pub/", *QUIET)
-    assert run.returncode == 1
+        again = crawl("listing", "-a", f"url={site.url}/pub/", *QUIET)
+    assert run.returncode == again.returncode == 0
     stored, here = run.stored(), folder(site.url)
-    assert stored[f"{here}/pub/ok.txt"] == b"ok"
-    assert stored.get(f"{here}/pub/dup") == b"file" or stored.get(f"{here}/pub/dup/inner.txt") == b"in"
-    assert "Files: 2 downloaded, 0 uptodate, 1 failed" in run.stderr
+    renamed = distinct_name("dup", f"{site.url}/pub/dup", {"dup"})
+    assert renamed != "dup"
+    assert stored == {f"{here}/pub/ok.txt": b"ok", f"{here}/pub/{renamed}": b"file", f"{here}/pub/dup/inner.txt": b"in"}
+    assert "Files: 3 downloaded, 0 uptodate, 0 failed" in run.stderr
+    assert {row["files"][0]["path"] for row in run.items()} == set(stored)
+    assert "Files: 0 downloaded, 3 uptodate, 0 failed" in again.stderr
     assert "Traceback" not in run.stderr
 
 

@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 from scrapy.http import HtmlResponse
 
 from xkcdcrawl.listing_parse import relative_path, split_listing
-from xkcdcrawl.paths import MAX_NAME_BYTES
-from xkcdcrawl.pipelines import store_path
+from xkcdcrawl.naming import MAX_NAME_BYTES, store_path
 from xkcdcrawl.spiders.listing import listed_file
 
 DIRLIST = Path(__file__).parent / "fixtures" / "pages" / "dirlist"

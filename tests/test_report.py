@@ -32,7 +32,7 @@ from xkcdsite import Servers, Site, _handler, image_bytes
 
 from xkcdcrawl.extensions.progress import Progress, size
 from xkcdcrawl.extensions.report import RunReport, announce, latest_report, report_rows
-from xkcdcrawl.paths import host_folder
+from xkcdcrawl.naming import host_folder
 from xkcdcrawl.spiders.urls import UrlsSpider
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def test_progress_line_counts_file_bytes_only(monkeypatch: pytest.MonkeyPatch) -
     progress = build_from_crawler(Progress, crawler)
     stats = crawler.stats
     assert stats is not None
-    stats.set_value("xkcdcrawl/expected_files", 10)
+    stats.set_value("files/expected", 10)
     stats.set_value("file_status_count/downloaded", 2)
     stats.set_value("file_status_count/failed", 1)
     file = Request("http://a.test/big.iso?mirror=1", callback=NO_CALLBACK)
@@ -134,7 +134,7 @@ def test_report_streams_rows_and_summary_names_the_first_20_failures(tmp_path: P
 def test_interrupted_run_says_how_many_files_were_not_fetched(tmp_path: Path) -> None:
     crawler, spider = report_crawler(tmp_path)
     assert crawler.stats is not None
-    crawler.stats.set_value("xkcdcrawl/expected_files", 10)
+    crawler.stats.set_value("files/expected", 10)
     crawler.stats.set_value("file_status_count/downloaded", 4)
     report = build_from_crawler(RunReport, crawler)
     report.spider_opened(spider)

@@ -74,7 +74,6 @@ CALLABLES = [
         "xkcdcrawl.pipelines",
     ),
     ("scrapy.pipelines.media", "MediaPipeline._modify_media_request", ["self", "request"], "xkcdcrawl.pipelines"),
-    ("scrapy.pipelines.media", "_MediaRequestFiltered", None, "xkcdcrawl.pipelines"),
     ("scrapy.core.downloader", "Downloader._process_queue", ["self", "slot"], "xkcdcrawl.downloader"),
     ("scrapy.core.downloader", "Downloader._latercall", ["self", "slot"], "xkcdcrawl.downloader"),
     ("scrapy.core.downloader", "Downloader._get_slot", ["self", "request", "spider"], "xkcdcrawl.downloader"),

@@ -60,7 +60,7 @@ def test_repeat_stores_each_draw_and_reports_identical_ones(server: FaultServer,
     assert sorted(randoms) == [f"{server.folder}/30-{i:02d}.png" for i in range(1, 11)]  # type from Content-Type
     assert len(set(randoms.values())) == 10  # ten different images: no request was collapsed
     assert server.hits["/random/20/30"] == 10
-    assert "'xkcdcrawl/identical_draws': 9" in run.stderr
+    assert "'urls/identical_draws': 9" in run.stderr
     again = crawl("urls", "-a", urls, "-a", "repeat=10", *QUIET)
     assert "Files: 0 downloaded, 20 uptodate" in again.stderr  # the names chosen last time are found
     assert server.hits["/random/20/30"] == 10

@@ -34,7 +34,7 @@ def test_range_with_404_downloads_real_names_and_exports_each_comic(xkcd: Site, 
             "status": "downloaded",
         }
     ]
-    assert "'xkcdcrawl/comics_missing': 1" in run.stderr
+    assert "'xkcd/comics_missing': 1" in run.stderr
     assert "Comic 404 does not exist (HTTP 404)" in run.stderr
     assert "ERROR" not in run.stderr
 
@@ -46,7 +46,7 @@ def test_second_run_makes_no_request_for_complete_comics(xkcd: Site, crawl: Craw
     again = crawl(*args)
     assert again.returncode == 0, again.stderr
     assert [hit for hit in xkcd.hits if "robots.txt" not in hit] == []
-    assert "'xkcdcrawl/archive_skipped': 3" in again.stderr
+    assert "'archive/skipped': 3" in again.stderr
     assert "Skipped 3 comics already complete" in again.stderr
     assert again.items() == []
 
@@ -58,7 +58,7 @@ def test_second_run_skips_the_comic_xkcd_never_had(xkcd: Site, crawl: Crawl) -> 
     again = crawl(*args)
     assert again.returncode == 0, again.stderr
     assert [hit for hit in xkcd.hits if "robots.txt" not in hit] == []  # not even /404/info.0.json
-    assert "'xkcdcrawl/archive_skipped': 3" in again.stderr
+    assert "'archive/skipped': 3" in again.stderr
 
 
 def test_a_404_past_the_newest_comic_is_asked_again(xkcd: Site, crawl: Crawl) -> None:

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any, Self
 from itemadapter import ItemAdapter
 from scrapy import signals
 
+from xkcdcrawl.outcomes import COMPLETE
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
-
-COMPLETE = {"downloaded", "uptodate", "cached"}
 
 
 def local_store(crawler: Crawler) -> Path | None:

@@ -11,18 +11,15 @@ from typing import TYPE_CHECKING, Any, Self
 
 from itemadapter import ItemAdapter
 from scrapy import signals
-from scrapy.exceptions import IgnoreRequest
 
-from xkcdcrawl.errors import reason
 from xkcdcrawl.extensions.progress import is_file_request, size
 from xkcdcrawl.extensions.report import announce, spider_args
+from xkcdcrawl.outcomes import DRY_RUN, DRY_RUN_BYTES, DRY_RUN_SIZED, DRY_RUN_WOULD_FETCH, Filtered, reason
 
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
     from scrapy.http import Response
-
-DRY_RUN = "dry run"
 
 
 class DryRunMiddleware:
@@ -45,7 +42,7 @@ class DryRunMiddleware:
         if not is_file_request(request) or request.method != "GET" or not self.active():
             return None
         self.sizes[request.url] = await self.head(request)
-        raise IgnoreRequest(DRY_RUN)
+        raise Filtered(DRY_RUN, DRY_RUN)
 
     async def head(self, request: Request) -> int | None:
         """The size the server gives for the file, without its body."""
@@ -68,9 +65,9 @@ class DryRunMiddleware:
                 announce(f"stored       {url} -> {path}", __name__)
             elif file.get("reason") == DRY_RUN:
                 known = self.sizes.pop(url, None)
-                self.crawler.stats.inc_value("xkcdcrawl/dry_run/would_fetch")
+                self.crawler.stats.inc_value(DRY_RUN_WOULD_FETCH)
                 if known is not None:
-                    self.crawler.stats.inc_value("xkcdcrawl/dry_run/sized")
-                    self.crawler.stats.inc_value("xkcdcrawl/dry_run/bytes", known)
+                    self.crawler.stats.inc_value(DRY_RUN_SIZED)
+                    self.crawler.stats.inc_value(DRY_RUN_BYTES, known)
                 shown = size(known) if known is not None else "size unknown"
                 announce(f"would fetch  {url} -> {path} ({shown})", __name__)

@@ -33,6 +33,7 @@ from scrapy.exceptions import CloseSpider, NotConfigured
 from scrapy.utils.asyncio import create_looping_call, sleep
 
 from xkcdcrawl.archive import local_store
+from xkcdcrawl.outcomes import STORE_LOCKED
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 MODES = ("refuse", "wait")
 # The close reason of a refused crawl, which the crawl command turns into exit status 2.
-REFUSED = "store_locked"
 
 
 def crawl_key(settings: BaseSettings, spider: str) -> str:
@@ -206,14 +206,14 @@ class StoreLockExtension:
         assert self.crawler.spider is not None
         if self.mode not in MODES:
             logger.error("XKCDCRAWL_STORE_LOCK must be refuse or wait, not %r", self.mode)
-            raise CloseSpider(REFUSED)
+            raise CloseSpider(STORE_LOCKED)
         name = self.crawler.spider.name
         lock = StoreLock(self.store, name, crawl_key(self.crawler.settings, name), self.stale)
         waiting = False
         while holders := lock.acquire():
             if self.mode == "refuse":
                 logger.error("Not crawling: %s (XKCDCRAWL_STORE_LOCK=refuse)", describe(self.store, holders))
-                raise CloseSpider(REFUSED)
+                raise CloseSpider(STORE_LOCKED)
             if not waiting:
                 logger.info("Waiting: %s (XKCDCRAWL_STORE_LOCK=wait)", describe(self.store, holders))
                 waiting = True

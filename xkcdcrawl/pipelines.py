@@ -5,20 +5,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import posixpath
 import time
-from collections.abc import Mapping
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
-from urllib.parse import urlsplit
 
 from itemadapter import ItemAdapter
-from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
 from scrapy.http.request import NO_CALLBACK, Request
 from scrapy.pipelines.files import FilesPipeline, FilesStoreProtocol
-from scrapy.pipelines.media import FileException, _MediaRequestFiltered
+from scrapy.pipelines.media import FileException
 from scrapy.utils.defer import ensure_awaitable, maybe_deferred_to_future
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
@@ -26,49 +22,15 @@ from twisted.python.failure import Failure
 from xkcdcrawl.archive import ledger
 from xkcdcrawl.bodyfile import DiskError, PartialState
 from xkcdcrawl.checksums import header_digests, mismatches
-from xkcdcrawl.errors import reason
 from xkcdcrawl.handlers import BodyResult, RangeRefused
-from xkcdcrawl.paths import disposition_name, has_extension, safe_relpath, safe_segment, type_extension, url_file_name
+from xkcdcrawl.naming import FileNames, field
+from xkcdcrawl.outcomes import EXPECTED_FILES, FAILED, reason, status_of
 from xkcdcrawl.stores import AtomicFSFilesStore, ChecksumError, IncompleteFileError, digests_of, hash_range
 
 if TYPE_CHECKING:
     from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
 
 logger = logging.getLogger(__name__)
-
-
-def store_path(url: str, item: Any) -> str:
-    """<item folder>/<file name>: from the URL and stable item fields only."""
-    name = field(item, "name") or url_file_name(url)
-    return safe_relpath(field(item, "folder") or "unsorted", safe_segment(name))
-
-
-def field(item: Any, name: str) -> Any:
-    """An item's field, or None: ItemAdapter's answer, without building one (a few a file add up)."""
-    if isinstance(item, Mapping):  # dict, scrapy.Item
-        return item.get(name)
-    return getattr(item, name, None)  # dataclass, attrs, pydantic
-
-
-def needs_response_name(url: str, path: str, named: bool, draw: int | None) -> bool:
-    """A URL whose name has no extension, or whose query may name another file each time.
-
-    A name the spider gave is kept as it is (a listed Makefile stays Makefile), but for the
-    numbered draws of a random endpoint, which take the extension of their Content-Type.
-    """
-    if named:
-        return draw is not None and not has_extension(path.rpartition("/")[2])
-    return not has_extension(path.rpartition("/")[2]) or bool(urlsplit(url).query)
-
-
-def response_path(path: str, response: Response, named: bool) -> str:
-    """The store path completed by the response: Content-Disposition, then Content-Type."""
-    folder, _, name = path.rpartition("/")
-    if not named and (given := disposition_name(response.headers.get("Content-Disposition"))):
-        name = safe_segment(given)
-    if not has_extension(name):
-        name = safe_segment(name + type_extension(response.headers.get("Content-Type")))  # CON + .bin
-    return f"{folder}/{name}"
 
 
 def _hash_range(path: Path, first: int, last: int, hashers: dict[str, Any]) -> None:
@@ -97,33 +59,11 @@ class NamedFilesPipeline(FilesPipeline):
         *,
         item: Any = None,
     ) -> str:
-        # Asked four times a file (before, while and after the download): worked out once.
-        if (known_path := request.meta.get("store_path")) is not None:
-            return str(known_path)
-        path = store_path(request.url, item)
-        named = field(item, "name") is not None
-        if not needs_response_name(request.url, path, named, field(item, "draw")):
-            request.meta["store_path"] = path
-            return path
-        # Scrapy asks for the path before downloading, to skip stored files: the name
-        # the response gave last time is in the name book, and stays the name.
-        key = f"{request.url}#draw={request.meta.get('draw')}"
-        if (known := self.names.get(key)) is not None:
-            return str(known)
-        if response is None:
-            return path  # not downloaded yet: no file will be found there
-        chosen = response_path(path, response, named)
-        if chosen in self.taken:  # download.php?id=1, download.php?id=2, ...
-            stem, ext = posixpath.splitext(chosen)
-            chosen = f"{stem}-{hashlib.sha1(request.url.encode()).hexdigest()[:8]}{ext}"
-        self.names.record(key, chosen)
-        self.taken.add(chosen)
-        return chosen
+        return self.names.path(request, item)
 
     def open_spider(self, spider: Any = None) -> None:
         super().open_spider()
-        self.names = ledger(self.crawler, "names")
-        self.taken = set(self.names.data.values())  # paths already given to a response
+        self.names = FileNames(ledger(self.crawler, "names"))
         settings = self.crawler.settings
         # Bodies stream to disk only into a local store: s3://, gs:// and ftp:// take them whole.
         self.fs = self.store if isinstance(self.store, AtomicFSFilesStore) else None
@@ -138,7 +78,7 @@ class NamedFilesPipeline(FilesPipeline):
         self.resumable = self.fs.resumable() if self.fs is not None else set()  # left by earlier runs
 
     def close_spider(self, spider: Any = None) -> None:
-        self.names.close()
+        self.names.book.close()
         if self.fs is not None:
             # Nothing of this run, or of the runs it resumed, stays but what the next one resumes.
             self.fs.sweep(self.started, self.unfinished)
@@ -147,7 +87,7 @@ class NamedFilesPipeline(FilesPipeline):
         # A re-run of a big mirror finds most files stored: answered here, without the media
         # pipeline's requests, fingerprints and waits for each (half a re-run's CPU).
         if (files := self._all_stored(item)) is not None:
-            self.crawler.stats.inc_value("xkcdcrawl/expected_files", len(files))
+            self.crawler.stats.inc_value(EXPECTED_FILES, len(files))
             for _ in files:
                 self.inc_stats("uptodate")
             ItemAdapter(item)[self.files_result_field] = files
@@ -171,7 +111,7 @@ class NamedFilesPipeline(FilesPipeline):
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
         urls = field(item, self.files_urls_field) or []
         draw = field(item, "draw")  # repeats of one URL: xkcdcrawl.fingerprint keeps them apart
-        self.crawler.stats.inc_value("xkcdcrawl/expected_files", len(urls))  # the progress bar's total
+        self.crawler.stats.inc_value(EXPECTED_FILES, len(urls))  # the progress bar's total
         # A listed file is fetched wherever its redirects lead: the start host bounds pages only.
         meta = {"draw": draw, "allow_offsite": True} if draw else {"allow_offsite": True}
         return [Request(url, callback=NO_CALLBACK, meta=meta) for url in urls]
@@ -211,9 +151,9 @@ class NamedFilesPipeline(FilesPipeline):
             raise FileException(f"short body: {len(response.body)} of {int(expected)} bytes")
         # Not super(): it refuses empty files, which a mirror must keep.
         status = "cached" if "cached" in response.flags else "downloaded"
+        path = self.names.choose(request, response, item)
         checksum: str = await ensure_awaitable(self.file_downloaded(response, request, info, item=item))
         self.inc_stats(status)
-        path = self.file_path(request, response=response, info=info, item=item)
         return self._stored(request, path, checksum, status, self._expected(item, header_digests(response.headers)))
 
     def _expected(self, item: Any, published: dict[str, str]) -> dict[str, str]:
@@ -238,7 +178,7 @@ class NamedFilesPipeline(FilesPipeline):
         digests = result.digests
         if "segment" in response.flags:
             digests = await self._fetch_ranges(request, result, {"sha256", *expected})
-        path = self.file_path(request, response=response, info=info, item=item)
+        path = self.names.choose(request, response, item)
         assert self.fs is not None
         try:
             checksum = await maybe_deferred_to_future(self.fs.finalize(part, path, result.length, digests, expected))
@@ -324,8 +264,6 @@ class NamedFilesPipeline(FilesPipeline):
         # Not super(): its warning says "unknown-error"; _outcome() logs the real reason once.
         if isinstance(failure.value, DiskError) and self.fs is not None:
             self.fs.discard(Path(request.meta["body_file"]))  # a full disk: give the space back
-        if isinstance(failure.value, IgnoreRequest):
-            raise _MediaRequestFiltered(str(failure.value)) from failure.value
         raise FileException(reason(failure.value)) from failure.value
 
     async def _check_media_to_download(self, request: Request, info: MediaPipeline.SpiderInfo, item: Any) -> FileInfo:
@@ -345,9 +283,8 @@ class NamedFilesPipeline(FilesPipeline):
                 logger.warning("%s: %s, fetched again", request.url, exc.__cause__, extra={"spider": info.spider})
                 return await super()._check_media_to_download(request, info, item)
         except FileException as exc:
-            # IgnoreRequest is policy (offsite, robots.txt) but also a redirect loop: a failure
-            policy = isinstance(exc, _MediaRequestFiltered) and "redirect" not in str(exc).lower()
-            status = "filtered" if policy else "failed"
+            # Filtered only when a policy source refused it (outcomes.POLICY): anything else failed.
+            status = status_of(exc.__cause__)
             if "body_file" in request.meta:
                 # What it has so far stays for the next run, even if nothing came this time.
                 self.unfinished.add(Path(request.meta["body_file"]))
@@ -394,7 +331,7 @@ class NamedFilesPipeline(FilesPipeline):
 
     def _outcome(self, url: str, item: Any, status: str, reason: str, info: MediaPipeline.SpiderInfo) -> FileInfo:
         self.inc_stats(status)
-        log = logger.info if status == "filtered" else logger.error
+        log = logger.error if status == FAILED else logger.info
         log("File %s: %s (%s)", status, url, reason, extra={"spider": info.spider})
         path = self.file_path(Request(url), item=item)
         return cast("FileInfo", {"url": url, "path": path, "checksum": None, "status": status, "reason": reason})

@@ -22,6 +22,11 @@ DOWNLOAD_TIMEOUT = 30
 RETRY_ENABLED = True
 RETRY_TIMES = 3
 DOWNLOADER_MIDDLEWARES = {
+    # The policy sources, raising xkcdcrawl.outcomes.Filtered: filtered, not failed.
+    "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,
+    "xkcdcrawl.filters.Offsite": 50,
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "xkcdcrawl.filters.RobotsTxt": 100,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "xkcdcrawl.middlewares.BackoffRetryMiddleware": 550,  # retries that wait, pages and files
     "xkcdcrawl.dryrun.DryRunMiddleware": 950,  # -a dry_run=true: after robots.txt and offsite, a HEAD
@@ -52,6 +57,8 @@ XKCDCRAWL_FAIL_ON_ERROR = True  # exit status 1 when any file failed
 XKCDCRAWL_PROGRESS_INTERVAL = 5.0  # seconds between progress reports; 0 turns them off
 XKCDCRAWL_RETRY_BACKOFF = 1.0  # seconds before the first retry; doubles with each retry
 XKCDCRAWL_RETRY_BACKOFF_MAX = 60.0  # the longest wait between two tries
+# Hosts (and their sub-domains) files may be fetched from, redirects included; empty: any host.
+XKCDCRAWL_FILE_HOSTS: list[str] = []
 XKCDCRAWL_FILES_MAXSIZE = 0  # bytes: a larger file fails; 0: no limit (DOWNLOAD_MAXSIZE caps pages only)
 XKCDCRAWL_SPLIT_SIZE = 64 * 1024 * 1024  # bytes: a file this big is fetched in parallel ranges...
 XKCDCRAWL_SPLIT_PARTS = 4  # ...this many (1: never), each counted against CONCURRENT_REQUESTS_PER_DOMAIN

@@ -16,6 +16,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.threads import deferToThread
 
 from xkcdcrawl.checksums import mismatches
+from xkcdcrawl.naming import partial_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -106,7 +107,7 @@ class AtomicFSFilesStore:
 
     def partial_for(self, path: str) -> tuple[Path, Path]:
         """The resumable partial file of a store path, and its resume record."""
-        key = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        key = partial_key(path)
         return self.partial / f"{key}.part", self.partial / f"{key}.json"
 
     def finalize(

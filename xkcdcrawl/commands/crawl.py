@@ -7,7 +7,7 @@ import gc
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from scrapy.commands.crawl import Command as ScrapyCrawl
@@ -17,8 +17,7 @@ from scrapy.spiderloader import get_spider_loader
 
 from xkcdcrawl import settings as project_settings
 from xkcdcrawl.args import describe, usage
-from xkcdcrawl.extensions.progress import failures
-from xkcdcrawl.lock import REFUSED
+from xkcdcrawl.outcomes import EXIT_REFUSED, exit_status
 
 if TYPE_CHECKING:
     import argparse
@@ -56,8 +55,6 @@ MINIMUM = {
     "XKCDCRAWL_RETRY_BACKOFF_MAX": 0,
     "XKCDCRAWL_RETRY_AFTER_MAX": 0,
 }
-# Exit status of a crawl stopped by Ctrl-C (SIGINT) or a kill (SIGTERM), as shells give 128 + 2.
-INTERRUPTED = 130
 
 
 def setting_types() -> dict[str, type]:
@@ -147,15 +144,8 @@ class Command(ScrapyCrawl):
         # The process ends with this command: the collections at exit would walk every object
         # of the crawl (0.1-0.2 s of each run here). Files and feeds are closed by now.
         gc.freeze()
-        failed = failures(crawler.stats) if crawler.stats else 0
-        if self.crawler_process.bootstrap_failed:
-            self.exitcode = 1
-        elif crawler.stats and crawler.stats.get_value("finish_reason") == REFUSED:
-            self.exitcode = 2  # another crawl holds the store (xkcdcrawl.lock)
-        elif interrupted(crawler.stats):
-            self.exitcode = INTERRUPTED  # a script's `&&` must not carry on with a partial mirror
-        elif failed and self.settings.getbool("XKCDCRAWL_FAIL_ON_ERROR"):
-            self.exitcode = 1  # cron and scrapyd users see that files are missing
+        fail_on_error = self.settings.getbool("XKCDCRAWL_FAIL_ON_ERROR")
+        self.exitcode = exit_status(crawler, fail_on_error, self.crawler_process.bootstrap_failed)
 
     def _refuse(self, spider: str, problem: str) -> None:
         """One line and exit 2, like a usage error, without argparse's usage block."""
@@ -167,12 +157,4 @@ class Command(ScrapyCrawl):
                 log.write(line)
         # The process ends here: see run().
         gc.freeze()
-        raise SystemExit(2) from None
-
-
-def interrupted(stats: Any) -> bool:
-    """A crawl stopped by a signal: 'shutdown' after the first, never closed after the second."""
-    if stats is None:
-        return False
-    reason = stats.get_value("finish_reason")
-    return reason == "shutdown" or (reason is None and stats.get_value("start_time") is not None)
+        raise SystemExit(EXIT_REFUSED) from None

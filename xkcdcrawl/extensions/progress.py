@@ -14,42 +14,17 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.asyncio import create_looping_call
 
+from xkcdcrawl.outcomes import EXPECTED_FILES, FAILED, counts
+
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
-    from scrapy.statscollectors import StatsCollector
 
 logger = logging.getLogger(__name__)
 
-OUTCOMES = ("downloaded", "uptodate", "failed", "filtered")
 # A file shows on the bar while in flight once this much of it has arrived.
 BIG_FILE = 1 << 20
 RATE_WINDOW = 5.0  # seconds the current rate is measured over
-
-
-def counts(stats: StatsCollector) -> dict[str, int]:
-    """Files by outcome, from the pipeline's stats."""
-    return {name: int(stats.get_value(f"file_status_count/{name}", 0)) for name in OUTCOMES}
-
-
-def failures(stats: StatsCollector) -> int:
-    """What went wrong in a run: failed files, unusable lines of a URL list, unreadable sources."""
-    keys = ("file_status_count/failed", "xkcdcrawl/bad_urls", "xkcdcrawl/errors")
-    return sum(int(stats.get_value(key, 0)) for key in keys)
-
-
-def summary(stats: StatsCollector) -> str:
-    """One line a person or a cron mail can read."""
-    files = ", ".join(f"{n} {name}" for name, n in counts(stats).items())
-    extra = {
-        "comics missing": stats.get_value("xkcdcrawl/comics_missing", 0),
-        "without image": stats.get_value("xkcdcrawl/comics_without_image", 0),
-        "skipped as complete": stats.get_value("xkcdcrawl/archive_skipped", 0),
-        "bad URLs in the list": stats.get_value("xkcdcrawl/bad_urls", 0),
-        "errors": stats.get_value("xkcdcrawl/errors", 0),
-    }
-    rest = "".join(f", {n} {what}" for what, n in extra.items() if n)
-    return f"Files: {files}{rest}"
 
 
 def size(n: float) -> str:
@@ -184,7 +159,7 @@ class Progress:
         stats = self.crawler.stats
         done = counts(stats)
         finished = sum(done.values())
-        known = max(int(stats.get_value("xkcdcrawl/expected_files", 0)), finished)
+        known = max(int(stats.get_value(EXPECTED_FILES, 0)), finished)
         now = time.monotonic()
         self.samples.append((now, self.bytes))
         while now - self.samples[0][0] > RATE_WINDOW and len(self.samples) > 2:
@@ -193,7 +168,7 @@ class Progress:
         rate = (self.bytes - before) / (now - then) if now > then else 0.0
         final = listing_done(self.crawler)
         eta = (now - self.started) * (known - finished) / finished if final and finished else None
-        return {"done": finished, "known": known, "final": final, "rate": rate, "eta": eta, "failed": done["failed"]}
+        return {"done": finished, "known": known, "final": final, "rate": rate, "eta": eta, "failed": done[FAILED]}
 
     def line(self, f: dict[str, Any]) -> str:
         """312/1000 files, 41.2 MiB, 8.3 MiB/s, 2 failed, ETA 0:01:05"""

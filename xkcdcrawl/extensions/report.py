@@ -19,10 +19,20 @@ from typing import TYPE_CHECKING, Any, Self
 from itemadapter import ItemAdapter
 from scrapy import signals
 
-from xkcdcrawl.archive import COMPLETE, local_store
-from xkcdcrawl.errors import log_error
-from xkcdcrawl.extensions.progress import counts, duration, size, summary
+from xkcdcrawl.archive import local_store
+from xkcdcrawl.extensions.progress import duration, size
 from xkcdcrawl.items import FileItem
+from xkcdcrawl.outcomes import (
+    COMPLETE,
+    COUNTED,
+    DRY_RUN_BYTES,
+    DRY_RUN_SIZED,
+    DRY_RUN_WOULD_FETCH,
+    counts,
+    log_error,
+    not_fetched,
+    summary,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -196,7 +206,7 @@ class RunReport:
             "settings": {name: getattr(self.crawler.settings, get)(name) for name, get in SETTINGS.items()},
             "counts": {
                 **counts(stats),
-                **{k.removeprefix("xkcdcrawl/"): v for k, v in stats.get_stats().items() if k.startswith("xkcdcrawl/")},
+                **{key: stats.get_value(key) for key in COUNTED if stats.get_value(key) is not None},
             },
             "bytes_downloaded": self.bytes,
         }
@@ -226,8 +236,8 @@ class RunReport:
         rate = self.bytes / self.elapsed if self.elapsed else 0.0
         lines = [summary(stats)]
         if spider_args(self.crawler.spider).get("dry_run"):
-            would = stats.get_value("xkcdcrawl/dry_run/would_fetch", 0)
-            sized, known = stats.get_value("xkcdcrawl/dry_run/sized", 0), stats.get_value("xkcdcrawl/dry_run/bytes", 0)
+            would = stats.get_value(DRY_RUN_WOULD_FETCH, 0)
+            sized, known = stats.get_value(DRY_RUN_SIZED, 0), stats.get_value(DRY_RUN_BYTES, 0)
             lines.append(
                 f"Dry run: {would} files to fetch, {size(known)} for the {sized} of known size; nothing fetched"
             )
@@ -239,10 +249,7 @@ class RunReport:
             if more := self.failed_count - len(self.failed):
                 lines.append(f"  and {more} more, see {self.path}")
         if self.reason == "shutdown":
-            done = sum(counts(stats).values())
-            lines.append(
-                f"interrupted: {max(int(stats.get_value('xkcdcrawl/expected_files', 0)) - done, 0)} files not fetched"
-            )
+            lines.append(f"interrupted: {not_fetched(stats)} files not fetched")
         if self.path is not None:
             lines.append(f"Report: {self.path}")
         return lines

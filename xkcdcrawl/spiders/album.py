@@ -12,9 +12,9 @@ import scrapy
 from scrapy.http import TextResponse
 
 from xkcdcrawl.args import AlbumArgs
-from xkcdcrawl.errors import log_error, reason
 from xkcdcrawl.items import FileItem
-from xkcdcrawl.paths import distinct_name, host_folder, safe_segment, url_file_name
+from xkcdcrawl.naming import distinct_name, host_folder, safe_segment, url_file_name
+from xkcdcrawl.outcomes import log_error, reason
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping

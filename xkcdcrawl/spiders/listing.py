@@ -7,16 +7,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import scrapy
-from scrapy.exceptions import IgnoreRequest
 from scrapy.http import TextResponse
-from scrapy.spidermiddlewares.httperror import HttpError
 
 from xkcdcrawl.args import ListingArgs, globs
 from xkcdcrawl.checksums import parse_sums, sums_algorithm
-from xkcdcrawl.errors import log_error, reason
 from xkcdcrawl.items import FileItem
 from xkcdcrawl.listing_parse import relative_path, split_listing
-from xkcdcrawl.paths import host_folder, readable
+from xkcdcrawl.naming import clear_of_folders, listed_place
+from xkcdcrawl.outcomes import EMPTY_PAGES, FILES_NOT_WANTED, is_policy, log_error, reason
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -27,11 +25,11 @@ if TYPE_CHECKING:
 
 def listed_file(url: str, root: str | None) -> FileItem:
     """A listed file, stored as <host>[_port]/<its path on the server>."""
-    folder, _, name = unquote(urlsplit(url).path, errors="surrogateescape").rpartition("/")
-    path = relative_path(url, root) if root else name
-    # Names that are not UTF-8 (Latin-1, overlong sequences) as readable text, in the feed too.
-    path = "/".join(readable(part) for part in path.split("/"))
-    return FileItem(url=url, folder=f"{host_folder(url)}/{folder}", name=readable(name), path=path, file_urls=[url])
+    path = (
+        relative_path(url, root) if root else unquote(urlsplit(url).path, errors="surrogateescape").rpartition("/")[2]
+    )
+    folder, name, path = listed_place(url, path)
+    return FileItem(url=url, folder=folder, name=name, path=path, file_urls=[url])
 
 
 # A start URL whose host refuses connections is given up after one retry (BackoffRetryMiddleware).
@@ -73,8 +71,8 @@ class ListingSpider(scrapy.Spider):
     def page_failed(self, failure: Failure) -> None:
         """A sub-folder that cannot be read: its files are missing, in one line (not a traceback)."""
         url = failure.request.url  # type: ignore[attr-defined]
-        # Policy (robots.txt, offsite), not a failure; HttpError is an IgnoreRequest too, and a failure.
-        if isinstance(failure.value, IgnoreRequest) and not isinstance(failure.value, HttpError):
+        # A policy source (robots.txt, offsite) refused it: not a failure.
+        if is_policy(failure.value):
             self.logger.info("Not read %s: %s", url, reason(failure.value))
             return
         log_error(self, "Cannot read %s: %s", url, reason(failure.value))
@@ -133,7 +131,7 @@ class ListingSpider(scrapy.Spider):
             return
         dirs, files = split_listing(response, root)
         if not dirs and not files:
-            self.crawler.stats.inc_value("xkcdcrawl/empty_listings")
+            self.crawler.stats.inc_value(EMPTY_PAGES)
             self.logger.info("Empty listing: %s", response.url)
         items = []
         for url in files:
@@ -141,7 +139,11 @@ class ListingSpider(scrapy.Spider):
             if wanted(item.name or "", self.accept, self.reject):
                 items.append(item)
             else:
-                self.crawler.stats.inc_value("xkcdcrawl/files_not_wanted")
+                self.crawler.stats.inc_value(FILES_NOT_WANTED)
+        # A file beside a sub-folder of the same name (dup and dup/): both kept.
+        if dirs and (renamed := clear_of_folders(((i.name or "", i.url) for i in items), dirs)):
+            for item in items:
+                item.name = renamed.get(item.name or "", item.name)
         # Checksum files (SHA256SUMS, x.iso.sha256...) say what the files beside them must be:
         # read first, the files then go with the digests the pipeline checks them against.
         sums = [i for i in items if sums_algorithm(i.name or "")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
@@ -16,7 +15,8 @@ from twisted.internet.defer import Deferred
 
 from xkcdcrawl.args import UrlsArgs
 from xkcdcrawl.items import FileItem
-from xkcdcrawl.paths import distinct_name, host_folder, url_file_name
+from xkcdcrawl.naming import distinct_name, host_folder, numbered, url_file_name
+from xkcdcrawl.outcomes import BAD_URLS, IDENTICAL_DRAWS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,10 +30,10 @@ def file_items(url: str, repeat: int = 1) -> Iterator[FileItem]:
     if repeat == 1:
         yield FileItem(url=url, folder=folder, file_urls=[url])
         return
-    stem, ext = posixpath.splitext(url_file_name(url))
-    width = len(str(repeat))
     for draw in range(1, repeat + 1):
-        yield FileItem(url=url, folder=folder, name=f"{stem}-{draw:0{width}d}{ext}", draw=draw, file_urls=[url])
+        yield FileItem(
+            url=url, folder=folder, name=numbered(url_file_name(url), draw, repeat), draw=draw, file_urls=[url]
+        )
 
 
 class UrlsSpider(scrapy.Spider):
@@ -63,7 +63,7 @@ class UrlsSpider(scrapy.Spider):
         good, bad = self.args.entries()
         for number, problem in bad:
             self.logger.error("%s line %d: %s, skipped", self.args.source(), number, problem)
-        self.crawler.stats.set_value("xkcdcrawl/bad_urls", len(bad))
+        self.crawler.stats.set_value(BAD_URLS, len(bad))
         # Items in the pipeline at once: enough to keep every connection busy, few enough that
         # a Ctrl-C (which stops start() and lets the pipeline finish) is over in seconds.
         window = 2 * self.settings.getint("CONCURRENT_REQUESTS")
@@ -120,5 +120,5 @@ class UrlsSpider(scrapy.Spider):
                 continue
             first = self.draws.setdefault((adapter["url"], file["checksum"]), file["path"])
             if first != file["path"]:
-                self.crawler.stats.inc_value("xkcdcrawl/identical_draws")
+                self.crawler.stats.inc_value(IDENTICAL_DRAWS)
                 self.logger.warning("%s is identical to %s (same content from %s)", file["path"], first, adapter["url"])

@@ -13,8 +13,8 @@ from scrapy.http import TextResponse
 
 from xkcdcrawl.archive import DownloadArchive
 from xkcdcrawl.args import XkcdArgs
-from xkcdcrawl.errors import log_error, reason
 from xkcdcrawl.items import ComicItem
+from xkcdcrawl.outcomes import ARCHIVE_SKIPPED, COMICS_MISSING, COMICS_WITHOUT_IMAGE, log_error, reason
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
@@ -155,12 +155,12 @@ class XkcdSpider(scrapy.Spider):
                 cb_kwargs={"num": num},
             )
         if skipped and self.archive is not None:
-            self.crawler.stats.inc_value("xkcdcrawl/archive_skipped", skipped)
+            self.crawler.stats.inc_value(ARCHIVE_SKIPPED, skipped)
             self.logger.info("Skipped %d comics already complete (archive %s)", skipped, self.archive.path)
 
     def parse_info(self, response: Response, num: int) -> Iterator[scrapy.Request | ComicItem]:
         if response.status == 404:  # 404 ("Not Found") is the one number xkcd skipped
-            self.crawler.stats.inc_value("xkcdcrawl/comics_missing")
+            self.crawler.stats.inc_value(COMICS_MISSING)
             self.logger.info("Comic %d does not exist (HTTP 404)", num)
             self.missing.add(num)
             self.settle_missing()
@@ -205,6 +205,6 @@ class XkcdSpider(scrapy.Spider):
 
     def finish(self, item: ComicItem) -> ComicItem:
         if not item.file_urls:
-            self.crawler.stats.inc_value("xkcdcrawl/comics_without_image")
+            self.crawler.stats.inc_value(COMICS_WITHOUT_IMAGE)
             self.logger.warning("Comic %d (%s): no image (interactive comic), skipped", item.num, item.safe_title)
         return item

@@ -10,16 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xkcdcrawl.items import FileItem
-from xkcdcrawl.paths import (
+from xkcdcrawl.naming import (
     MAX_NAME_BYTES,
     disposition_name,
     host_folder,
     readable,
     safe_relpath,
     safe_segment,
+    store_path,
     url_file_name,
 )
-from xkcdcrawl.pipelines import store_path
 from xkcdcrawl.stores import AtomicFSFilesStore, OutsideStoreError
 
 

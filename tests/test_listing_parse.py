@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scrapy.http import HtmlResponse
 
-from xkcdcrawl.listing_parse import relative_path, split_listing
+from xkcdcrawl.listing_parse import relative_path, size_range, split_listing
 from xkcdcrawl.naming import MAX_NAME_BYTES, store_path
 from xkcdcrawl.spiders.listing import listed_file
 
@@ -368,3 +368,58 @@ def test_listed_names_of_any_bytes_are_safe_readable_and_stable(names: list[byte
         assert all(s not in {"", ".", ".."} and len(s.encode("utf-8")) <= MAX_NAME_BYTES for s in path.split("/"))
         assert (item.path or "").encode("utf-8")  # the feed can write it
     assert len(dirs) + len(files) <= len(names)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "name", "listed"),
+    [
+        ("nginx_autoindex_rclone-fixture.html", "config", {"date": "04-May-2017 20:42", "size": "118"}),
+        (
+            "apache_fancyindex_table_rclone-fixture.html",
+            "SWIG-embed.tar.gz",
+            {"date": "29-Nov-2005 16:27", "size": "2.3K"},
+        ),
+        (
+            "apache24_fancyindex_htmltable_themed_winehq.html",
+            "Release.key",
+            {"date": "2017-03-28 14:54", "size": "3.0K"},
+        ),
+        (
+            "lighttpd_dirlisting_buildroot-acl.html",
+            "acl-2.2.53.tar.gz",
+            {"date": "2018-Jul-10 22:18:45", "size": "512.0K"},
+        ),
+        ("caddy_v2_file_server_browse_sdu-mirror.html", "ls-lR.gz", {"date": "2024-03-10T04:45:24Z", "size": "26 MiB"}),
+    ],
+)
+def test_what_a_listing_shows_of_each_file(fixture: str, name: str, listed: dict[str, str]) -> None:
+    """The size and date beside each link, as the page writes them: what a re-run compares."""
+    body = (DIRLIST / fixture).read_bytes()
+    response = HtmlResponse(url="https://example.org/pub/", body=body, encoding="utf-8")
+    details: dict[str, dict[str, str]] = {}
+    _, files = split_listing(response, "https://example.org/", details)
+    assert details[f"https://example.org/pub/{name}"] == listed
+    assert set(details) <= set(files)
+
+
+@pytest.mark.parametrize(
+    ("text", "inside", "outside"),
+    [
+        ("4164", [4164], [4163, 4165]),
+        ("4.1K", [4164, 4100, 4200], [12345, 3000]),
+        ("12K", [12345, 12288], [4164, 14000]),
+        ("377.5K", [386560, 377500], [370000, 400000]),
+        ("26 MiB", [26 * 2**20], [20 * 2**20, 30 * 2**20]),
+        ("812 B", [812], [813]),
+    ],
+)
+def test_a_rounded_size_stands_for_a_range(text: str, inside: list[int], outside: list[int]) -> None:
+    bounds = size_range(text)
+    assert bounds is not None
+    assert all(bounds[0] <= n <= bounds[1] for n in inside)
+    assert not any(bounds[0] <= n <= bounds[1] for n in outside)
+
+
+def test_a_size_that_is_none_is_no_size() -> None:
+    assert size_range("-") is None
+    assert size_range("") is None

@@ -35,5 +35,7 @@ class FileItem:
     path: str | None = None  # where it was listed, relative to the start URL
     draw: int | None = None  # which of `repeat` fetches of one URL
     digests: dict[str, str] = field(default_factory=dict)  # what a checksum file says it is: {"sha256": hex}
+    # What the listing shows of it, as shown: {"size": "4.1K", "date": "01-Dec-2026 21:00"}.
+    listed: dict[str, str] = field(default_factory=dict)
     file_urls: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)

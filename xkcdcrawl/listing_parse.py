@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from scrapy.http import TextResponse
@@ -13,10 +15,25 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _BAD_NAMES = frozenset({"", ".", ".."})
 
 Origin = tuple[str, str | None, str | None, str | None, int | None]
+# What a listing shows of a file, as it shows it: {"size": "4.1K", "date": "01-Dec-2026 21:00"}.
+Listed = dict[str, str]
+# nginx 01-Dec-2026 21:00, Apache 2026-12-01 21:00 (or as nginx), lighttpd 2026-Dec-01 21:00:00,
+# Caddy's ISO 8601 2026-12-01T21:00:00Z.
+_DATE = re.compile(
+    r"\d{1,2}-[A-Za-z]{3}-\d{4} \d{1,2}:\d{2}(?::\d{2})?"
+    r"|\d{4}-(?:\d{2}|[A-Za-z]{3})-\d{2}[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+)
+_SIZE_TOKENS = re.compile(r"\S+(?: (?:[KMGTP]i?B|B|bytes)\b)?")
+_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?) ?(?P<unit>[KMGTP](?:i?B)?|B|bytes)?", re.IGNORECASE)
 
 
-def split_listing(response: TextResponse, root: str) -> tuple[list[str], list[str]]:
-    """(sub-folder URLs, file URLs) listed on a directory page, below root."""
+def split_listing(
+    response: TextResponse, root: str, details: dict[str, Listed] | None = None
+) -> tuple[list[str], list[str]]:
+    """(sub-folder URLs, file URLs) listed on a directory page, below root.
+
+    With `details`, what the page says of each file (size, date) is added to it by file URL.
+    """
     page_dir = _directory_url(response.url)
     page_path = _decode(urlsplit(response.url).path)
     seen: set[str] = set()
@@ -33,8 +50,66 @@ def split_listing(response: TextResponse, root: str) -> tuple[list[str], list[st
         if path == page_path or path in seen:
             continue
         seen.add(path)
-        (dirs if url.endswith("/") else files).append(url)
+        if url.endswith("/"):
+            dirs.append(url)
+            continue
+        files.append(url)
+        if details is not None and (listed := entry_details(href.getparent())):
+            details[url] = listed
     return dirs, files
+
+
+def entry_details(anchor: Any) -> Listed:
+    """The size and date a listing shows beside an entry's link, as the page writes them.
+
+    Tables (Apache's FancyIndexing, lighttpd, Caddy): the cells after the link's. <pre> listings
+    (nginx, Apache without tables): the text after the link, to the end of its line.
+    """
+    row = next(anchor.iterancestors("tr"), None)
+    if row is not None:
+        cells = row.findall("td")
+        at = next((i for i, cell in enumerate(cells) if anchor in cell.iterdescendants()), -1)
+        texts: list[str] = []
+        for cell in cells[at + 1 :]:
+            # Caddy writes the exact size in data-order and the date in <time datetime>.
+            order, stamp = cell.get("data-order"), cell.find(".//time")
+            if order and order.isdigit() and "size" in (cell.get("class") or ""):
+                texts.append(str(order))
+            elif stamp is not None and stamp.get("datetime"):
+                texts.append(str(stamp.get("datetime")))
+            else:
+                texts.append(str(cell.text_content()))
+    else:
+        texts = (anchor.tail or "").split("\n", 1)[:1]
+    found: Listed = {}
+    for text in texts:
+        text = " ".join(text.split())
+        if "date" not in found and (date := _DATE.search(text)):
+            found["date"] = date[0]
+            text = (text[: date.start()] + text[date.end() :]).strip()
+        if "size" not in found:
+            token = next((t for t in _SIZE_TOKENS.findall(text) if _SIZE.fullmatch(t)), None)
+            if token is not None:
+                found["size"] = token
+    return found
+
+
+def size_range(text: str) -> tuple[float, float] | None:
+    """The sizes in bytes a listing's size could stand for: '4164' is exact, '4.1K' about 4198.
+
+    Listings round (Apache, lighttpd: one decimal, 1024-based; others 1000-based): any size
+    within one unit of the last digit shown, on either base, may be it.
+    """
+    match = _SIZE.fullmatch(text.replace(" ", ""))
+    if match is None:
+        return None
+    number, unit = match["number"], (match["unit"] or "").upper()[:1]
+    value = float(number)
+    if unit in {"", "B"}:
+        return (value, value)
+    power = " KMGTP".index(unit)
+    step = 10.0 ** -len(number.partition(".")[2])
+    return ((value - step) * 1000**power, (value + step) * 1024**power)
 
 
 def relative_path(url: str, root: str) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from email.utils import formatdate
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -23,14 +24,30 @@ from xkcdcrawl.archive import ledger
 from xkcdcrawl.bodyfile import DiskError, PartialState
 from xkcdcrawl.checksums import header_digests, mismatches
 from xkcdcrawl.handlers import BodyResult, RangeRefused
+from xkcdcrawl.listing_parse import size_range
 from xkcdcrawl.naming import FileNames, field
-from xkcdcrawl.outcomes import EXPECTED_FILES, FAILED, reason, status_of
-from xkcdcrawl.stores import AtomicFSFilesStore, ChecksumError, IncompleteFileError, digests_of, hash_range
+from xkcdcrawl.outcomes import CACHED, DOWNLOADED, EXPECTED_FILES, FAILED, UPDATED, UPTODATE, reason, status_of
+from xkcdcrawl.stores import AtomicFSFilesStore, ChecksumError, IncompleteFileError, Origin, digests_of, hash_range
 
 if TYPE_CHECKING:
+    from scrapy.pipelines.files import StatInfo
     from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
 
 logger = logging.getLogger(__name__)
+
+# Why a stored file is fetched again, beside a change the listing shows.
+EXPIRED = "expired"
+REVALIDATE = "revalidate"
+# The response headers kept with a stored file (xkcdcrawl.stores.Origin), by the name kept under.
+ORIGIN_HEADERS = (("etag", b"ETag"), ("last_modified", b"Last-Modified"))
+
+
+def conditional_headers(origin: Origin, stat: StatInfo) -> dict[str, str]:
+    """wget -N's question: the stored version's ETag, and since when it is stored (Last-Modified, else its mtime)."""
+    headers = {"If-Modified-Since": origin.get("last_modified") or formatdate(stat["last_modified"], usegmt=True)}
+    if etag := origin.get("etag"):
+        headers["If-None-Match"] = etag
+    return headers
 
 
 def _hash_range(path: Path, first: int, last: int, hashers: dict[str, Any]) -> None:
@@ -73,6 +90,7 @@ class NamedFilesPipeline(FilesPipeline):
         self.files_maxsize = settings.getint("XKCDCRAWL_FILES_MAXSIZE")
         parts = settings.getint("XKCDCRAWL_SPLIT_PARTS")
         self.split = (settings.getint("XKCDCRAWL_SPLIT_SIZE"), parts) if parts > 1 else None
+        self.revalidate = settings.getbool("XKCDCRAWL_REVALIDATE")
         self.started = time.time()
         self.unfinished: set[Path] = set()  # partial files of failed files, kept for the next run
         self.resumable = self.fs.resumable() if self.fs is not None else set()  # left by earlier runs
@@ -103,10 +121,61 @@ class NamedFilesPipeline(FilesPipeline):
             request = Request(url, callback=NO_CALLBACK, meta={"draw": field(item, "draw")})
             path = self.file_path(request, item=item)
             stat = self.fs.stat_now(path)
-            if not stat or time.time() - stat["last_modified"] > self.expires * 86400:
+            if not stat or self._changed(path, stat, item) is not None:
                 return None
-            files.append({"url": url, "path": path, "checksum": stat["checksum"], "status": "uptodate"})
+            files.append({"url": url, "path": path, "checksum": stat["checksum"], "status": UPTODATE})
         return files
+
+    # (MediaPipeline awaits whatever this returns: a coroutine, not only a Deferred)
+    async def media_to_download(  # type: ignore[override]
+        self, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
+    ) -> FileInfo | None:
+        """The outcome of a file stored and still current (uptodate), else None: it is fetched."""
+        path = self.file_path(request, info=info, item=item)
+        try:
+            stat = cast("StatInfo", await ensure_awaitable(self.store.stat_file(path, info)))
+        except Exception as error:
+            logger.warning("%s: cannot look at the stored %s (%s)", request.url, path, reason(error))
+            return None
+        if not stat:
+            return None
+        if (why := self._changed(path, stat, item)) is not None:
+            if why == REVALIDATE:
+                assert self.fs is not None
+                request.headers.update(conditional_headers(self.fs.origin(path), stat))
+            elif why != EXPIRED:
+                logger.info("Changed on the server: %s (%s), fetched again", request.url, why)
+            # Fetched again: it replaces the stored version, atomically, and is counted updated.
+            request.meta["replaces"] = stat.get("checksum")
+            return None
+        self.inc_stats(UPTODATE)
+        return cast(
+            "FileInfo", {"url": request.url, "path": path, "checksum": stat.get("checksum"), "status": UPTODATE}
+        )
+
+    def _changed(self, path: str, stat: StatInfo, item: Any) -> str | None:
+        """Why a stored file may not be what the server has now; None: it is.
+
+        Older than FILES_EXPIRES days; another size in the listing, or another date than the
+        listing showed when it was stored; or, for sources that show neither, XKCDCRAWL_REVALIDATE:
+        the server is asked (If-None-Match, If-Modified-Since).
+        """
+        listed: dict[str, str] = field(item, "listed") or {}
+        size = cast("int", stat.get("size", -1))
+        if not stat.get("last_modified") or time.time() - stat["last_modified"] > self.expires * 86400:
+            return EXPIRED
+        if (bounds := size_range(listed.get("size", ""))) and not bounds[0] <= size <= bounds[1]:
+            return f"listed as {listed['size']}, stored {size} bytes"
+        if self.fs is not None and (date := listed.get("date")):
+            origin = self.fs.origin(path)
+            if origin.get("listed") is None:
+                # Stored before its date was recorded: from now on its date tells.
+                self.fs.remember_origin(path, {**origin, "listed": date})
+            elif origin["listed"] != date:
+                return f"listed as of {date}, stored as of {origin['listed']}"
+        if self.revalidate and not listed and self.fs is not None:
+            return REVALIDATE
+        return None
 
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
         urls = field(item, self.files_urls_field) or []
@@ -143,6 +212,13 @@ class NamedFilesPipeline(FilesPipeline):
             return await self._streamed(response, request, info, item)
         if response.status == 416 and self.fs is not None and "body_file" in request.meta:
             self.fs.discard(Path(request.meta["body_file"]))  # the next try starts over
+        if response.status == 304 and "replaces" in request.meta:
+            # Asked with If-None-Match / If-Modified-Since: the stored file is the server's.
+            self.inc_stats(UPTODATE)
+            path = self.file_path(request, item=item)
+            return cast(
+                "FileInfo", {"url": request.url, "path": path, "checksum": request.meta["replaces"], "status": UPTODATE}
+            )
         if response.status != 200:  # Scrapy's message says only "download-error"
             raise FileException(f"HTTP {response.status}")
         expected = response.headers.get("Content-Length")
@@ -150,7 +226,7 @@ class NamedFilesPipeline(FilesPipeline):
             # (decompression only makes bodies longer: shorter is always a cut)
             raise FileException(f"short body: {len(response.body)} of {int(expected)} bytes")
         # Not super(): it refuses empty files, which a mirror must keep.
-        status = "cached" if "cached" in response.flags else "downloaded"
+        status = CACHED if "cached" in response.flags else self._new_status(request)
         path = self.names.choose(request, response, item)
         checksum: str = await ensure_awaitable(self.file_downloaded(response, request, info, item=item))
         self.inc_stats(status)
@@ -181,12 +257,27 @@ class NamedFilesPipeline(FilesPipeline):
         path = self.names.choose(request, response, item)
         assert self.fs is not None
         try:
-            checksum = await maybe_deferred_to_future(self.fs.finalize(part, path, result.length, digests, expected))
+            checksum = await maybe_deferred_to_future(
+                self.fs.finalize(part, path, result.length, digests, expected, self._origin(response, item))
+            )
         except IncompleteFileError as error:
             raise FileException(str(error)) from None
-        status = "downloaded"
+        status = self._new_status(request)
         self.inc_stats(status)
         return self._stored(request, path, checksum, status, expected)
+
+    @staticmethod
+    def _new_status(request: Request) -> str:
+        """downloaded, or updated when it replaced a stored version."""
+        return UPDATED if "replaces" in request.meta else DOWNLOADED
+
+    @staticmethod
+    def _origin(response: Response, item: Any) -> Origin:
+        """What the server says of this version: kept with the file, to tell when it changes."""
+        origin = {name: value.decode("latin-1") for name, key in ORIGIN_HEADERS if (value := response.headers.get(key))}
+        if date := (field(item, "listed") or {}).get("date"):
+            origin["listed"] = date
+        return origin
 
     async def _fetch_ranges(self, request: Request, result: BodyResult, algorithms: set[str]) -> dict[str, str]:
         """The other ranges of a split file, and the digests of the whole file.
@@ -258,7 +349,8 @@ class NamedFilesPipeline(FilesPipeline):
             await ensure_awaitable(self.store.persist_file(path, BytesIO(response.body), info))
             return hashlib.sha256(response.body).hexdigest()
         # Scrapy would hash the body in the reactor thread, then the store again: once, in a thread.
-        return await maybe_deferred_to_future(self.fs.persist_verified(path, BytesIO(response.body), expected))
+        origin = self._origin(response, item)
+        return await maybe_deferred_to_future(self.fs.persist_verified(path, BytesIO(response.body), expected, origin))
 
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> Any:
         # Not super(): its warning says "unknown-error"; _outcome() logs the real reason once.

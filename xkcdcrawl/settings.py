@@ -57,6 +57,9 @@ XKCDCRAWL_FAIL_ON_ERROR = True  # exit status 1 when any file failed
 XKCDCRAWL_PROGRESS_INTERVAL = 5.0  # seconds between progress reports; 0 turns them off
 XKCDCRAWL_RETRY_BACKOFF = 1.0  # seconds before the first retry; doubles with each retry
 XKCDCRAWL_RETRY_BACKOFF_MAX = 60.0  # the longest wait between two tries
+# Ask the server whether each stored file changed (If-None-Match / If-Modified-Since, as wget -N),
+# for sources whose listing shows no size or date (URL lists, albums, python -m http.server).
+XKCDCRAWL_REVALIDATE = False
 # Hosts (and their sub-domains) files may be fetched from, redirects included; empty: any host.
 XKCDCRAWL_FILE_HOSTS: list[str] = []
 XKCDCRAWL_FILES_MAXSIZE = 0  # bytes: a larger file fails; 0: no limit (DOWNLOAD_MAXSIZE caps pages only)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import secrets
 import time
 from contextlib import suppress
 from pathlib import Path
 from stat import S_ISREG
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from twisted.internet.defer import succeed
 from twisted.internet.threads import deferToThread
@@ -26,10 +27,14 @@ if TYPE_CHECKING:
     from scrapy.pipelines.media import MediaPipeline
     from twisted.internet.defer import Deferred
 
+# What the server said of a stored file: its ETag and Last-Modified, and the listing's date.
+Origin = dict[str, str]
 STALE_PARTIAL = 3600.0  # seconds: a temporary file this old belongs to no running crawl
 LISTINGS_KEPT = 256  # folder listings remembered by stat_file()
 # Checksum (sha256) of a stored file, tied to its size and mtime so that any later change voids it.
 _XATTR = "user.xkcdcrawl.sha256"
+# What the server said of the stored version (xkcdcrawl.stores.Origin), to tell when it changes.
+_ORIGIN = "user.xkcdcrawl.origin"
 
 
 class OutsideStoreError(ValueError):
@@ -77,11 +82,19 @@ class AtomicFSFilesStore:
         # In a thread: hashing and fsync take milliseconds, the reactor must not wait for them.
         return deferToThread(self._persist, path, buf)
 
-    def persist_verified(self, path: str, buf: BytesIO, expected: dict[str, str]) -> Deferred[str]:
+    def persist_verified(
+        self, path: str, buf: BytesIO, expected: dict[str, str], origin: Origin | None = None
+    ) -> Deferred[str]:
         """persist_file(), once the body has the digests the server published (ChecksumError if not)."""
-        return deferToThread(self._persist, path, buf, expected)
+        return deferToThread(self._persist, path, buf, expected, origin)
 
-    def _persist(self, path: str | os.PathLike[str], buf: BytesIO, expected: dict[str, str] | None = None) -> str:
+    def _persist(
+        self,
+        path: str | os.PathLike[str],
+        buf: BytesIO,
+        expected: dict[str, str] | None = None,
+        origin: Origin | None = None,
+    ) -> str:
         if expected and (problems := list(mismatches(expected, digests_of(buf.getbuffer(), expected)))):
             raise ChecksumError("checksum mismatch: " + "; ".join(problems))
         target = self.resolve(path)
@@ -95,6 +108,8 @@ class AtomicFSFilesStore:
                 os.fsync(out.fileno())
             checksum = hashlib.sha256(buf.getbuffer()).hexdigest()
             _remember_checksum(part, checksum)
+            if origin:
+                _remember_origin(part, origin)
             part.replace(target)  # atomic: same file system
             self._stored(path)
         finally:
@@ -111,13 +126,25 @@ class AtomicFSFilesStore:
         return self.partial / f"{key}.part", self.partial / f"{key}.json"
 
     def finalize(
-        self, part: Path, path: str, length: int | None, digests: dict[str, str], expected: dict[str, str]
+        self,
+        part: Path,
+        path: str,
+        length: int | None,
+        digests: dict[str, str],
+        expected: dict[str, str],
+        origin: Origin | None = None,
     ) -> Deferred[str]:
         """Move a streamed partial file into place once it is whole, and as the server said; fires with its sha256."""
-        return deferToThread(self._finalize, part, path, length, digests, expected)
+        return deferToThread(self._finalize, part, path, length, digests, expected, origin)
 
     def _finalize(
-        self, part: Path, path: str, length: int | None, digests: dict[str, str], expected: dict[str, str]
+        self,
+        part: Path,
+        path: str,
+        length: int | None,
+        digests: dict[str, str],
+        expected: dict[str, str],
+        origin: Origin | None,
     ) -> str:
         target = self.resolve(path)
         with part.open("rb") as f:
@@ -134,6 +161,8 @@ class AtomicFSFilesStore:
             os.fsync(f.fileno())
         digest = digests["sha256"]
         _remember_checksum(part, digest)
+        if origin:
+            _remember_origin(part, origin)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.resolve(path)  # again: a symlinked folder may have been created meanwhile
         part.replace(target)
@@ -181,8 +210,19 @@ class AtomicFSFilesStore:
         except (OSError, OutsideStoreError):
             return {}
         if (checksum := _recall_checksum(target, stat)) is not None:
-            return {"last_modified": stat.st_mtime, "checksum": checksum}
+            return cast("StatInfo", {"last_modified": stat.st_mtime, "checksum": checksum, "size": stat.st_size})
         return None
+
+    def origin(self, path: str) -> Origin:
+        """What the server said of a stored file when it was stored: {} when nothing was recorded."""
+        with suppress(OSError, ValueError, OutsideStoreError):
+            return cast("Origin", json.loads(os.getxattr(self.resolve(path), _ORIGIN)))
+        return {}
+
+    def remember_origin(self, path: str, origin: Origin) -> None:
+        """Record what the server says of a stored file (a listing's date seen for the first time)."""
+        with suppress(OSError, OutsideStoreError):
+            _remember_origin(self.resolve(path), origin)
 
     @functools.lru_cache(maxsize=LISTINGS_KEPT)  # noqa: B019  (one store a crawl, kept as long)
     def _resolved(self, folder: str) -> Path:
@@ -215,7 +255,7 @@ class AtomicFSFilesStore:
         except (OSError, OutsideStoreError):
             return {}
         checksum = _recall_checksum(target, stat) or _sha256_file(target)
-        return {"last_modified": stat.st_mtime, "checksum": checksum}
+        return cast("StatInfo", {"last_modified": stat.st_mtime, "checksum": checksum, "size": stat.st_size})
 
     def resolve(self, path: str | os.PathLike[str]) -> Path:
         """The absolute path of a store path, which must stay inside the store."""
@@ -254,6 +294,11 @@ def _remember_checksum(path: Path, checksum: str) -> None:
     stat = path.stat()
     with suppress(OSError):  # no user xattrs on this file system: stat_file() hashes instead
         os.setxattr(path, _XATTR, f"{stat.st_size}:{stat.st_mtime_ns}:{checksum}".encode())
+
+
+def _remember_origin(path: Path, origin: Origin) -> None:
+    with suppress(OSError):  # no user xattrs: a changed file is then found by its size alone
+        os.setxattr(path, _ORIGIN, json.dumps(origin, separators=(",", ":")).encode())
 
 
 def _recall_checksum(path: Path, stat: os.stat_result) -> str | None:

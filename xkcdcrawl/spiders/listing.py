@@ -12,7 +12,7 @@ from scrapy.http import TextResponse
 from xkcdcrawl.args import ListingArgs, globs
 from xkcdcrawl.checksums import parse_sums, sums_algorithm
 from xkcdcrawl.items import FileItem
-from xkcdcrawl.listing_parse import relative_path, split_listing
+from xkcdcrawl.listing_parse import Listed, relative_path, split_listing
 from xkcdcrawl.naming import clear_of_folders, listed_place
 from xkcdcrawl.outcomes import EMPTY_PAGES, FILES_NOT_WANTED, is_policy, log_error, reason
 
@@ -129,13 +129,15 @@ class ListingSpider(scrapy.Spider):
                 "%s is not a listing page (%s), skipped", response.url, response.headers.get("Content-Type")
             )
             return
-        dirs, files = split_listing(response, root)
+        details: dict[str, Listed] = {}
+        dirs, files = split_listing(response, root, details)
         if not dirs and not files:
             self.crawler.stats.inc_value(EMPTY_PAGES)
             self.logger.info("Empty listing: %s", response.url)
         items = []
         for url in files:
             item = listed_file(url, root)
+            item.listed = details.get(url, {})
             if wanted(item.name or "", self.accept, self.reject):
                 items.append(item)
             else:

@@ -47,6 +47,8 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 
 from xkcdcrawl.bodyfile import HIGH_WATER, BodyFile, DiskError, DiskWriter, PartialState
 from xkcdcrawl.checksums import header_digests
+from xkcdcrawl.extensions.progress import is_file_request
+from xkcdcrawl.outcomes import Interrupted
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -126,6 +128,10 @@ class StreamingDownloadHandler(HTTP11DownloadHandler):
         self.writer = DiskWriter(reactor.callFromThread)
 
     async def download_request(self, request: Request) -> Response:
+        if not self._crawler.crawling and is_file_request(request):
+            # Ctrl-C: the transfers under way finish, the files still queued are not begun
+            # (their partial files stay for the next run). Scrapy would send every one of them.
+            raise Interrupted("not fetched: the run was stopped")
         if "body_file" not in request.meta:
             return await super().download_request(request)
         resume_from(request)

@@ -26,7 +26,17 @@ from xkcdcrawl.checksums import header_digests, mismatches
 from xkcdcrawl.handlers import BodyResult, RangeRefused
 from xkcdcrawl.listing_parse import size_range
 from xkcdcrawl.naming import FileNames, field
-from xkcdcrawl.outcomes import CACHED, DOWNLOADED, EXPECTED_FILES, FAILED, UPDATED, UPTODATE, reason, status_of
+from xkcdcrawl.outcomes import (
+    CACHED,
+    DOWNLOADED,
+    EXPECTED_FILES,
+    FAILED,
+    INTERRUPTED,
+    UPDATED,
+    UPTODATE,
+    reason,
+    status_of,
+)
 from xkcdcrawl.stores import AtomicFSFilesStore, ChecksumError, IncompleteFileError, Origin, digests_of, hash_range
 
 if TYPE_CHECKING:
@@ -423,7 +433,7 @@ class NamedFilesPipeline(FilesPipeline):
 
     def _outcome(self, url: str, item: Any, status: str, reason: str, info: MediaPipeline.SpiderInfo) -> FileInfo:
         self.inc_stats(status)
-        log = logger.error if status == FAILED else logger.info
+        log = {FAILED: logger.error, INTERRUPTED: logger.debug}.get(status, logger.info)
         log("File %s: %s (%s)", status, url, reason, extra={"spider": info.spider})
         path = self.file_path(Request(url), item=item)
         return cast("FileInfo", {"url": url, "path": path, "checksum": None, "status": status, "reason": reason})

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Self
 
+from itemadapter import ItemAdapter
 from scrapy import Request, signals
 from scrapy.exceptions import NotConfigured
+
+from xkcdcrawl.outcomes import INTERRUPTED
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -32,6 +35,8 @@ class Acknowledge:
 
     Done means the callback's output has been consumed and each item it gave has left the item
     pipelines (its files stored, or failed), as the item_scraped/item_dropped/item_error signals say.
+    A request whose item has a file a Ctrl-C left unfetched (interrupted) is not done: it stays
+    taken, and is handed back to the queue when the worker closes, for another worker to finish.
     """
 
     def __init__(self, crawler: Crawler, server: Any) -> None:
@@ -40,6 +45,8 @@ class Acknowledge:
         self.open: dict[tuple[str, str], int] = {}
         # id(item) -> the request taken that gave it.
         self.items: dict[int, tuple[str, str]] = {}
+        # Requests taken whose output left a file unfetched.
+        self.unfinished: set[tuple[str, str]] = set()
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
             crawler.signals.connect(self.item_done, signal=signal)
 
@@ -74,10 +81,15 @@ class Acknowledge:
 
     def item_done(self, item: Any) -> None:
         if (taken := self.items.pop(id(item), None)) is not None:
+            if any(file.get("status") == INTERRUPTED for file in ItemAdapter(item).get("files") or []):
+                self.unfinished.add(taken)
             self._settle(taken)
 
     def _settle(self, taken: tuple[str, str]) -> None:
         self.open[taken] -= 1
         if self.open[taken] == 0:
             del self.open[taken]
+            if taken in self.unfinished:
+                self.unfinished.discard(taken)
+                return
             acknowledge(self.server, taken)

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
-from faultserver import FaultServer
-from redisserver import redis_server
-from xkcdsite import Servers, Site
+from servers.faultserver import FaultServer
+from servers.redisserver import redis_server
+from servers.xkcdsite import Servers, Site
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -80,7 +80,7 @@ def crawl(tmp_path: Path) -> Crawl:
 
 @pytest.fixture
 def server() -> Iterator[FaultServer]:
-    """The fault-injecting server (tests/faultserver.py)."""
+    """The fault-injecting server (tests/servers/faultserver.py)."""
     with FaultServer() as srv:
         yield srv
 
@@ -100,6 +100,6 @@ def run_crawl(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    """A redis-server of the test module's own on 127.0.0.1 (tests/redisserver.py)."""
+    """A redis-server of the test module's own on 127.0.0.1 (tests/servers/redisserver.py)."""
     with redis_server() as url:
         yield url

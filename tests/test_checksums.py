@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 from conftest import run_crawl, urls_arg
-from faultserver import FaultServer, file_body
-from webservers import nginx
+from servers.faultserver import FaultServer, file_body
+from servers.webservers import nginx
 
 from xkcdcrawl.checksums import header_digests, parse_sums, sums_algorithm
 from xkcdcrawl.paths import host_folder

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from faultserver import FaultServer, file_body
+from servers.faultserver import FaultServer, file_body
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 
 import pytest
-from faultserver import FaultServer, file_body, make_png, same_png
+from servers.faultserver import FaultServer, file_body, make_png, same_png
 
 # Every socket here has a deadline so a server bug fails a test, never hangs it.
 TIMEOUT = 10.0

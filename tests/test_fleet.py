@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 import redis
-from faultserver import FaultServer, file_body
 from scrapy import Request
+from servers.faultserver import FaultServer, file_body
 
 from xkcdcrawl.fleet import FleetBudget
 

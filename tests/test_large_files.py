@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 from conftest import PROJECT, run_crawl, urls_arg
-from faultserver import FaultServer, file_body
-from webservers import nginx, python_http_server
+from servers.faultserver import FaultServer, file_body
+from servers.webservers import nginx, python_http_server
 
 from xkcdcrawl.bodyfile import PartialState
 from xkcdcrawl.paths import host_folder

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from faultserver import FaultServer, file_body
 from scrapy import Request
 from scrapy.exceptions import ScrapyDeprecationWarning
 from scrapy_redis import get_redis
 from scrapy_redis.dupefilter import RFPDupeFilter
 from scrapy_redis.queue import PriorityQueue
 from scrapy_redis.scheduler import Scheduler
+from servers.faultserver import FaultServer, file_body
 
 from xkcdcrawl.items import ComicItem
 from xkcdcrawl.spiders import listing, xkcd

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
-from scrapydserver import clean_env, output_of, scrapyd
-from xkcdsite import image_bytes
+from servers.scrapydserver import clean_env, output_of, scrapyd
+from servers.xkcdsite import image_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from xkcdsite import Site
+    from servers.xkcdsite import Site
 
 PROJECT = Path(__file__).resolve().parent.parent
 SCRAPYD_DEPLOY = Path(sys.executable).parent / "scrapyd-deploy"

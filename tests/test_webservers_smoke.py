@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from scrapy.http import HtmlResponse
-from webservers import LOCAL_OPENER, apache, find_binary, lighttpd, make_tree, nginx, python_http_server
+from servers.webservers import LOCAL_OPENER, apache, find_binary, lighttpd, make_tree, nginx, python_http_server
 
 from xkcdcrawl.listing_parse import relative_path, split_listing
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xkcdsite import image_bytes
+from servers.xkcdsite import image_bytes
 
 if TYPE_CHECKING:
     from conftest import Crawl
-    from xkcdsite import Site
+    from servers.xkcdsite import Site
 
 
 def xkcd_args(site: Site, *more: str) -> list[str]:

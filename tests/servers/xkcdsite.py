@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 CAPTURED = {  # real pages, served for their own comic with image URLs pointed at the image host
     1: "2018-08_comic_0001.html",
     302: "2017-10_comic_0302.html",

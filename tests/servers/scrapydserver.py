@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from processes import free_port
+from servers.processes import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

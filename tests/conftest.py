@@ -1,9 +1,10 @@
-"""Shared fixtures: the local xkcd mirror and a `scrapy crawl` runner."""
+"""Shared fixtures: the local xkcd mirror and a `scrapy crawl` runner; the e2e marker."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,33 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 PROJECT = Path(__file__).resolve().parent.parent
+# Fixtures that start a server or a `scrapy crawl` subprocess: a test that uses one is e2e.
+E2E_FIXTURES = frozenset(
+    {"crawl", "xkcd", "server", "site", "redis_url", "hostile", "listing", "first", "egg", "served"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark e2e every test that uses an E2E_FIXTURES fixture (a name given by parametrize is no fixture)."""
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        if E2E_FIXTURES & (set(item.fixturenames) - set(params)):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked e2e fails if it starts a process or a listening server: the marker stays true."""
+    if request.node.get_closest_marker("e2e"):
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a process or a server: mark it e2e")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(socket.socket, "listen", refuse)
 
 
 @pytest.fixture

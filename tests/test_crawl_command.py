@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
     from conftest import Crawl
 
+pytestmark = pytest.mark.e2e
+
 QUIET = ["-s", "XKCDCRAWL_PROGRESS_INTERVAL=0"]
 
 

@@ -25,6 +25,8 @@ from xkcdcrawl.fleet import FleetBudget
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+pytestmark = pytest.mark.e2e
+
 PROJECT = Path(__file__).resolve().parent.parent
 WORKERS = 3
 LIMIT = 4

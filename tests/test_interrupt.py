@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from conftest import Crawl
 
+pytestmark = pytest.mark.e2e
+
 SIZE = 300_000
 FILES = 10
 

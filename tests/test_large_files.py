@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
     from conftest import Crawl
 
+pytestmark = pytest.mark.e2e
+
 FAST = ["-s", "XKCDCRAWL_RETRY_BACKOFF=0.1", "-s", "XKCDCRAWL_PROGRESS_INTERVAL=0"]
 ONE_STREAM = ["-s", "XKCDCRAWL_SPLIT_PARTS=1"]
 MiB = 1 << 20

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
     from conftest import Crawl
 
+pytestmark = pytest.mark.e2e
+
 SERVERS: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
     "nginx": nginx,
     "apache": apache,

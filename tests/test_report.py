@@ -213,6 +213,7 @@ def screen_lines(raw: str) -> tuple[list[str], list[str]]:
     return [s for s in shown if s.strip()], rows
 
 
+@pytest.mark.e2e
 def test_bar_on_a_terminal_keeps_log_lines_off_its_line(tmp_path: Path) -> None:
     with FaultServer() as server:
         raw = read_pty(

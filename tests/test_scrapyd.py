@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
     from servers.xkcdsite import Site
 
+pytestmark = pytest.mark.e2e
+
 PROJECT = Path(__file__).resolve().parent.parent
 SCRAPYD_DEPLOY = Path(sys.executable).parent / "scrapyd-deploy"
 NAME = "xkcdcrawl"  # the project name in scrapy.cfg's [deploy:local]

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
     Server = Callable[[Path], AbstractContextManager[str]]
 
+pytestmark = pytest.mark.e2e
+
 # server -> (context manager, binary it needs, or None for this Python)
 SERVERS: dict[str, tuple[Server, str | None]] = {
     "nginx": (nginx, "nginx"),

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 PROJECT = Path(__file__).resolve().parent.parent
+# Where the store writes a file before it renames it into place (AtomicFSFilesStore.partial).
+PARTIAL = Path(".xkcdcrawl", "partial")
 # Fixtures that start a server or a `scrapy crawl` subprocess: a test that uses one is e2e.
 E2E_FIXTURES = frozenset(
     {"crawl", "xkcd", "server", "site", "redis_url", "hostile", "listing", "first", "egg", "served"}
@@ -72,15 +74,20 @@ class Run:
         return [json.loads(line) for line in self.feed.read_text(encoding="utf-8").split("\n") if line]
 
     def stored(self) -> dict[str, bytes]:
-        """Every file under the store but our bookkeeping: {relative path: bytes}.
+        return stored_files(self.store)
 
-        Leftover .part files are included: a test that finds one has found a bug.
-        """
-        return {
-            p.relative_to(self.store).as_posix(): p.read_bytes()
-            for p in self.store.rglob("*")
-            if p.is_file() and p.relative_to(self.store).parts[0] != ".xkcdcrawl"
-        }
+
+def stored_files(store: Path) -> dict[str, bytes]:
+    """Every file under the store but our bookkeeping in .xkcdcrawl/: {relative path: bytes}.
+
+    Files left in the partial folder are included: a test that finds one has found a bug.
+    """
+    files: dict[str, bytes] = {}
+    for path in store.rglob("*"):
+        rel = path.relative_to(store)
+        if path.is_file() and (rel.parts[0] != ".xkcdcrawl" or rel.is_relative_to(PARTIAL)):
+            files[rel.as_posix()] = path.read_bytes()
+    return files
 
 
 class Crawl(Protocol):

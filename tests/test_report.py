@@ -91,7 +91,9 @@ def test_report_streams_rows_and_summary_names_the_first_20_failures(tmp_path: P
     report.spider_opened(spider)
     (tmp_path / "h").mkdir()
     (tmp_path / "h" / "ok.bin").write_bytes(b"12345")
-    files = [{"url": "http://a.test/ok.bin", "path": "h/ok.bin", "checksum": "c", "status": "downloaded"}]
+    files: list[dict[str, str | None]] = [
+        {"url": "http://a.test/ok.bin", "path": "h/ok.bin", "checksum": "c", "status": "downloaded"}
+    ]
     files += [
         {"url": f"http://a.test/{n}", "path": f"h/{n}", "checksum": None, "status": "failed", "reason": "HTTP 500"}
         for n in range(25)

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from scrapy import Request
 from scrapy.exceptions import ScrapyDeprecationWarning
-from scrapy_redis import get_redis
-from scrapy_redis.dupefilter import RFPDupeFilter
-from scrapy_redis.queue import PriorityQueue
-from scrapy_redis.scheduler import Scheduler
+from scrapy_redis import get_redis  # type: ignore[import-untyped]
+from scrapy_redis.dupefilter import RFPDupeFilter  # type: ignore[import-untyped]
+from scrapy_redis.queue import PriorityQueue  # type: ignore[import-untyped]
+from scrapy_redis.scheduler import Scheduler  # type: ignore[import-untyped]
 from servers.faultserver import FaultServer, file_body
 
 from xkcdcrawl.fingerprint import DrawFingerprinter

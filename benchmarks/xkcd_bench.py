@@ -32,7 +32,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests"))
 
-from run import remove_tree, timed
+from measure import remove_tree, timed
 from servers.xkcdsite import Site, image_bytes
 
 TUTORIAL = HERE / "tutorial_xkcd.py"

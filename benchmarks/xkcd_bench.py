@@ -32,8 +32,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests"))
 
-from run import remove_tree, timed
-from xkcdsite import Site, image_bytes
+from measure import remove_tree, timed
+from servers.xkcdsite import Site, image_bytes
 
 TUTORIAL = HERE / "tutorial_xkcd.py"
 TUTORIAL_RANGE = range(1400)  # range(0, 1400, 100) threads of i..i+99: fixed in the script

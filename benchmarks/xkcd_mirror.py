@@ -1,7 +1,7 @@
 """A local xkcd mirror for the xkcd benchmark: pages and JSON API on one port, images on another.
 
 Every response waits --delay-ms first, as a remote site would. The bodies come from the
-test mirror (tests/xkcdsite.py: real API records, real captured pages, the other comics
+test mirror (tests/servers/xkcdsite.py: real API records, real captured pages, the other comics
 rendered into the current page layout, synthetic images) and are rendered once at start,
 so the server spends next to no CPU per request: on a 2-core machine it shares the CPU
 with the tool being timed. One asyncio loop in its own process, HTTP/1.1 with keep-alive.
@@ -28,7 +28,7 @@ from urllib.parse import unquote
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from xkcdsite import Site, image_bytes
+from servers.xkcdsite import Site, image_bytes
 
 Response = tuple[int, str, bytes]
 NOT_FOUND: Response = (404, "text/html", b"<h1>404 Not Found</h1>")

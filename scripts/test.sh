@@ -7,4 +7,5 @@ bash scripts/setup.sh requirements-dev.txt
 .venv/bin/ruff check xkcdcrawl tests benchmarks
 .venv/bin/ruff format --check xkcdcrawl tests benchmarks
 .venv/bin/mypy xkcdcrawl
+.venv/bin/mypy tests
 exec .venv/bin/python -m pytest -n 3 "$@"  # the crawls mostly wait: 3 at once on 2 cores

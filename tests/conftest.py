@@ -1,9 +1,10 @@
-"""Shared fixtures: the local xkcd mirror and a `scrapy crawl` runner."""
+"""Shared fixtures: the local xkcd mirror and a `scrapy crawl` runner; the e2e marker."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -11,14 +12,43 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
-from faultserver import FaultServer
-from redisserver import redis_server
-from xkcdsite import Servers, Site
+from servers.faultserver import FaultServer
+from servers.redisserver import redis_server
+from servers.xkcdsite import Servers, Site
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 PROJECT = Path(__file__).resolve().parent.parent
+# Where the store writes a file before it renames it into place (AtomicFSFilesStore.partial).
+PARTIAL = Path(".xkcdcrawl", "partial")
+# Fixtures that start a server or a `scrapy crawl` subprocess: a test that uses one is e2e.
+E2E_FIXTURES = frozenset(
+    {"crawl", "xkcd", "server", "site", "redis_url", "hostile", "listing", "first", "egg", "served"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark e2e every test that uses an E2E_FIXTURES fixture (a name given by parametrize is no fixture)."""
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        if E2E_FIXTURES & (set(item.fixturenames) - set(params)):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked e2e fails if it starts a process or a listening server: the marker stays true."""
+    if request.node.get_closest_marker("e2e"):
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a process or a server: mark it e2e")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(socket.socket, "listen", refuse)
 
 
 @pytest.fixture
@@ -44,15 +74,20 @@ class Run:
         return [json.loads(line) for line in self.feed.read_text(encoding="utf-8").split("\n") if line]
 
     def stored(self) -> dict[str, bytes]:
-        """Every file under the store but our bookkeeping: {relative path: bytes}.
+        return stored_files(self.store)
 
-        Leftover .part files are included: a test that finds one has found a bug.
-        """
-        return {
-            p.relative_to(self.store).as_posix(): p.read_bytes()
-            for p in self.store.rglob("*")
-            if p.is_file() and p.relative_to(self.store).parts[0] != ".xkcdcrawl"
-        }
+
+def stored_files(store: Path) -> dict[str, bytes]:
+    """Every file under the store but our bookkeeping in .xkcdcrawl/: {relative path: bytes}.
+
+    Files left in the partial folder are included: a test that finds one has found a bug.
+    """
+    files: dict[str, bytes] = {}
+    for path in store.rglob("*"):
+        rel = path.relative_to(store)
+        if path.is_file() and (rel.parts[0] != ".xkcdcrawl" or rel.is_relative_to(PARTIAL)):
+            files[rel.as_posix()] = path.read_bytes()
+    return files
 
 
 class Crawl(Protocol):
@@ -80,7 +115,7 @@ def crawl(tmp_path: Path) -> Crawl:
 
 @pytest.fixture
 def server() -> Iterator[FaultServer]:
-    """The fault-injecting server (tests/faultserver.py)."""
+    """The fault-injecting server (tests/servers/faultserver.py)."""
     with FaultServer() as srv:
         yield srv
 
@@ -100,6 +135,6 @@ def run_crawl(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    """A redis-server of the test module's own on 127.0.0.1 (tests/redisserver.py)."""
+    """A redis-server of the test module's own on 127.0.0.1 (tests/servers/redisserver.py)."""
     with redis_server() as url:
         yield url

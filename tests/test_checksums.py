@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 from conftest import run_crawl, urls_arg
-from faultserver import FaultServer, file_body
-from webservers import nginx
+from servers.faultserver import FaultServer, file_body
+from servers.webservers import nginx
 
 from xkcdcrawl.checksums import header_digests, parse_sums, sums_algorithm
 from xkcdcrawl.naming import host_folder
@@ -78,6 +78,7 @@ def test_files_are_checked_against_the_digest_the_server_publishes(
     assert not list((run.store / ".xkcdcrawl" / "partial").iterdir())  # nothing of it kept
 
 
+@pytest.mark.e2e
 def test_a_listing_s_checksum_files_are_checked(tmp_path: Path) -> None:
     """SHA256SUMS and x.sha256 beside the files: each file is checked against them before it is kept."""
     root, store = tmp_path / "root", tmp_path / "store"

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from faultserver import FaultServer, file_body
+from servers.faultserver import FaultServer, file_body
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
     from conftest import Crawl
+
+pytestmark = pytest.mark.e2e
 
 QUIET = ["-s", "XKCDCRAWL_PROGRESS_INTERVAL=0"]
 

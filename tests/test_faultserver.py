@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 
 import pytest
-from faultserver import FaultServer, file_body, make_png, same_png
+from servers.faultserver import FaultServer, file_body, make_png, same_png
 
 # Every socket here has a deadline so a server bug fails a test, never hangs it.
 TIMEOUT = 10.0
@@ -431,6 +431,7 @@ def test_hits_log_and_reset_counters(server: FaultServer) -> None:
     assert get(server, "/status/503/b.png?times=1")[0].status == 503
 
 
+@pytest.mark.e2e
 def test_exit_does_not_wait_for_stuck_clients() -> None:
     with FaultServer() as srv:
         idle = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=TIMEOUT)

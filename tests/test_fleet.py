@@ -13,17 +13,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 import redis
-from faultserver import FaultServer, file_body
 from scrapy import Request
+from servers.faultserver import FaultServer, file_body
 
 from xkcdcrawl.fleet import FleetBudget
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+pytestmark = pytest.mark.e2e
 
 PROJECT = Path(__file__).resolve().parent.parent
 WORKERS = 3
@@ -143,7 +145,7 @@ def test_a_killed_workers_leases_expire(redis_url: str, server: redis.Redis, tmp
             victim = workers[0]
             mine = f":{victim.pid}:"
             deadline = time.monotonic() + 60
-            while not any(mine in member.decode() for member in server.zrange(leases, 0, -1)):
+            while not any(mine in member.decode() for member in cast("list[bytes]", server.zrange(leases, 0, -1))):
                 assert time.monotonic() < deadline, "the worker never took a lease"
                 time.sleep(0.02)
             victim.kill()
@@ -151,7 +153,11 @@ def test_a_killed_workers_leases_expire(redis_url: str, server: redis.Redis, tmp
             seconds, micros = server.time()
             killed_ms = seconds * 1000 + micros // 1000
             # Not renewed after its death: every lease it left ends within XKCDCRAWL_FLEET_LEASE.
-            left = [(m.decode(), s) for m, s in server.zrange(leases, 0, -1, withscores=True) if mine in m.decode()]
+            left = [
+                (m.decode(), s)
+                for m, s in cast("list[tuple[bytes, float]]", server.zrange(leases, 0, -1, withscores=True))
+                if mine in m.decode()
+            ]
             assert all(expiry <= killed_ms + 3000 for _, expiry in left), left
             codes = [worker.wait(120) for worker in workers[1:]]
         finally:

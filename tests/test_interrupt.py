@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 from conftest import PROJECT
-from faultserver import FaultServer, file_body
+from servers.faultserver import FaultServer, file_body
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
     from conftest import Crawl
+
+pytestmark = pytest.mark.e2e
 
 SIZE = 300_000
 FILES = 10

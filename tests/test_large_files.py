@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 from conftest import PROJECT, run_crawl, urls_arg
-from faultserver import FaultServer, file_body
-from webservers import nginx, python_http_server
+from servers.faultserver import FaultServer, file_body
+from servers.webservers import nginx, python_http_server
 
 from xkcdcrawl.bodyfile import PartialState
 from xkcdcrawl.naming import host_folder
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from conftest import Crawl
+
+pytestmark = pytest.mark.e2e
 
 FAST = ["-s", "XKCDCRAWL_RETRY_BACKOFF=0.1", "-s", "XKCDCRAWL_PROGRESS_INTERVAL=0"]
 ONE_STREAM = ["-s", "XKCDCRAWL_SPLIT_PARTS=1"]

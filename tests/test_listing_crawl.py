@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
-from faultserver import FaultServer, file_body
-from staticsite import StaticSite
-from webservers import apache, lighttpd, make_tree, nginx, python_http_server
+from servers.faultserver import FaultServer, file_body
+from servers.hostilesite import hostile_site
+from servers.staticsite import StaticSite
+from servers.webservers import apache, lighttpd, make_tree, nginx, python_http_server
 
 from xkcdcrawl.naming import distinct_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
+    from http.server import ThreadingHTTPServer
     from pathlib import Path
 
     from conftest import Crawl
+
+pytestmark = pytest.mark.e2e
 
 SERVERS: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
     "nginx": nginx,
@@ -95,53 +97,10 @@ def test_pages_and_files_together_respect_the_per_host_limit(crawl: Crawl) -> No
     assert server.max_in_flight == 3
 
 
-HOSTILE_LINKS = [
-    "../../etc/passwd",
-    "../secret.txt",
-    "%2e%2e/secret.txt",
-    "%2e%2e%2fsecret.txt",
-    "..%2fsecret.txt",
-    "..%5csecret.txt",
-    "%252e%252e%252fsecret.txt",
-    "/secret.txt",
-    "/pub/../secret.txt",
-    "http://other.invalid/pub/x.txt",
-    "file:///etc/passwd",
-    "javascript:alert(1)",
-    "mailto:a@b.c",
-    "?C=N;O=D",
-    "#top",
-    "ok.txt",
-]
-
-
-class _HostileSite(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.server.paths.append(self.path)  # type: ignore[attr-defined]
-        if self.path == "/pub/":
-            body = "".join(f'<a href="{href}">x</a>' for href in HOSTILE_LINKS).encode()
-        elif self.path.startswith("/pub/") and self.path.endswith(".txt"):
-            body = b"fine"
-        else:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def hostile() -> Iterator[ThreadingHTTPServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _HostileSite)
-    httpd.paths = []  # type: ignore[attr-defined]
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with hostile_site() as httpd:
+        yield httpd
 
 
 def test_links_out_of_the_listing_are_never_followed(

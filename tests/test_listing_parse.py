@@ -133,8 +133,8 @@ def test_real_listing(name: str, url: str, dirs: list[str], n_files: int, some_f
     assert len(set(files)) == len(files)
 
 
-# Top level of tests/webservers.py make_tree(), as listed by each real server
-# (generated_*.html, saved by `python tests/webservers.py tests/fixtures/pages/dirlist`).
+# Top level of tests/servers/webservers.py make_tree(), as listed by each real server
+# (generated_*.html, saved by `PYTHONPATH=tests python -m servers.webservers tests/fixtures/pages/dirlist`).
 GENERATED_TOP = {
     *("big/", "empty/", "level1/", "odd #%&+;'/", "with space/", "été/"),
     *("100%.txt", "100%25.txt", "a&b.txt", "café.txt", "hash#tag.txt", "it's.txt", "long-" + "x" * 191 + ".txt"),

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from faultserver import FaultServer
 from scrapy.settings import Settings
+from servers.faultserver import FaultServer
 
 from xkcdcrawl.lock import StoreLock, crawl_key
 

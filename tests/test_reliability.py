@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from conftest import PROJECT
-from faultserver import FaultServer, file_body
+from servers.faultserver import FaultServer, file_body
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -16,19 +16,19 @@ import sys
 import termios
 import threading
 import time
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from io import StringIO
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import PROJECT
-from faultserver import FaultServer, file_body
 from scrapy import Request
 from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
-from xkcdsite import Servers, Site, _handler, image_bytes
+from servers.countingsite import counting_site
+from servers.faultserver import FaultServer, file_body
+from servers.xkcdsite import Servers, Site, _handler, image_bytes
 
 from xkcdcrawl.extensions.progress import Progress, size
 from xkcdcrawl.extensions.report import RunReport, announce, latest_report, report_rows
@@ -91,7 +91,9 @@ def test_report_streams_rows_and_summary_names_the_first_20_failures(tmp_path: P
     report.spider_opened(spider)
     (tmp_path / "h").mkdir()
     (tmp_path / "h" / "ok.bin").write_bytes(b"12345")
-    files = [{"url": "http://a.test/ok.bin", "path": "h/ok.bin", "checksum": "c", "status": "downloaded"}]
+    files: list[dict[str, str | None]] = [
+        {"url": "http://a.test/ok.bin", "path": "h/ok.bin", "checksum": "c", "status": "downloaded"}
+    ]
     files += [
         {"url": f"http://a.test/{n}", "path": f"h/{n}", "checksum": None, "status": "failed", "reason": "HTTP 500"}
         for n in range(25)
@@ -213,6 +215,7 @@ def screen_lines(raw: str) -> tuple[list[str], list[str]]:
     return [s for s in shown if s.strip()], rows
 
 
+@pytest.mark.e2e
 def test_bar_on_a_terminal_keeps_log_lines_off_its_line(tmp_path: Path) -> None:
     with FaultServer() as server:
         raw = read_pty(
@@ -328,23 +331,6 @@ def test_retry_failed_without_an_earlier_report_is_one_error(crawl: Crawl) -> No
     assert "Traceback" not in run.stderr
 
 
-class CountingHandler(SimpleHTTPRequestHandler):
-    """http.server's listings and files, with every request recorded."""
-
-    requests: list[tuple[str, str]]
-
-    def do_GET(self) -> None:
-        self.requests.append(("GET", self.path))
-        super().do_GET()
-
-    def do_HEAD(self) -> None:
-        self.requests.append(("HEAD", self.path))
-        super().do_HEAD()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def listing(tmp_path: Path) -> Iterator[tuple[str, list[tuple[str, str]]]]:
     root = tmp_path / "served"
@@ -352,13 +338,8 @@ def listing(tmp_path: Path) -> Iterator[tuple[str, list[tuple[str, str]]]]:
     (root / "pub" / "a.txt").write_bytes(b"a" * 10)
     (root / "pub" / "b.bin").write_bytes(b"b" * 3000)
     (root / "pub" / "sub" / "c.txt").write_bytes(b"c" * 20)
-    requests: list[tuple[str, str]] = []
-    handler = type("Handler", (CountingHandler,), {"requests": requests})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}/pub/", requests
-    httpd.shutdown()
-    httpd.server_close()
+    with counting_site(root) as (url, requests):
+        yield f"{url}/pub/", requests
 
 
 def test_dry_run_lists_what_it_would_fetch_and_fetches_no_file(

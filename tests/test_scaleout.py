@@ -25,14 +25,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from faultserver import FaultServer, file_body
 from scrapy import Request
 from scrapy.exceptions import ScrapyDeprecationWarning
-from scrapy_redis import get_redis
-from scrapy_redis.dupefilter import RFPDupeFilter
-from scrapy_redis.queue import PriorityQueue
-from scrapy_redis.scheduler import Scheduler
+from scrapy_redis import get_redis  # type: ignore[import-untyped]
+from scrapy_redis.dupefilter import RFPDupeFilter  # type: ignore[import-untyped]
+from scrapy_redis.queue import PriorityQueue  # type: ignore[import-untyped]
+from scrapy_redis.scheduler import Scheduler  # type: ignore[import-untyped]
+from servers.faultserver import FaultServer, file_body
 
+from xkcdcrawl.fingerprint import DrawFingerprinter
 from xkcdcrawl.items import ComicItem
 from xkcdcrawl.spiders import listing, xkcd
 
@@ -117,9 +118,8 @@ def test_without_persist_the_first_worker_to_finish_wipes_the_shared_frontier(se
 
 def test_the_redis_dupefilter_ignores_request_fingerprinter_class() -> None:
     """scrapy-redis hashes method, canonical URL and body itself: REQUEST_FINGERPRINTER_CLASS has no say."""
-    draws = pytest.importorskip("xkcdcrawl.fingerprint")
     one, two = (Request("http://127.0.0.1:9/random/8/8", meta={"draw": n}) for n in (1, 2))
-    assert draws.DrawFingerprinter().fingerprint(one) != draws.DrawFingerprinter().fingerprint(two)
+    assert DrawFingerprinter().fingerprint(one) != DrawFingerprinter().fingerprint(two)
     redis_dupefilter = RFPDupeFilter(server=None, key="unused")
     assert redis_dupefilter.request_fingerprint(one) == redis_dupefilter.request_fingerprint(two)
 

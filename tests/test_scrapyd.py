@@ -21,13 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
-from scrapydserver import clean_env, output_of, scrapyd
-from xkcdsite import image_bytes
+from conftest import stored_files
+from servers.scrapydserver import clean_env, output_of, scrapyd
+from servers.xkcdsite import image_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from xkcdsite import Site
+    from servers.xkcdsite import Site
+
+pytestmark = pytest.mark.e2e
 
 PROJECT = Path(__file__).resolve().parent.parent
 SCRAPYD_DEPLOY = Path(sys.executable).parent / "scrapyd-deploy"
@@ -109,15 +112,6 @@ def xkcd_job(site: Site, store: Path, *args: tuple[str, str]) -> list[tuple[str,
         ("setting", f"FILES_STORE={store}"),
         *args,
     ]
-
-
-def stored(store: Path) -> dict[str, bytes]:
-    """Every file under the store but the bookkeeping in .xkcdcrawl/ (leftover .part files included)."""
-    return {
-        p.relative_to(store).as_posix(): p.read_bytes()
-        for p in store.rglob("*")
-        if p.is_file() and p.relative_to(store).parts[0] != ".xkcdcrawl"
-    }
 
 
 def git_files() -> list[str]:
@@ -277,7 +271,7 @@ def test_xkcd_job_stores_the_images_and_logs_the_summary(server: Scrapyd, xkcd: 
     output = server.output()
     ended = f"Process finished: project='{NAME}' spider='xkcd' job='{job}'"  # exit status 0
     assert ended in output, job_stderr(output, job)
-    assert stored(store) == {path: image_bytes(url) for path, url in COMICS_402_406.items()}
+    assert stored_files(store) == {path: image_bytes(url) for path, url in COMICS_402_406.items()}
     assert sorted(item["num"] for item in server.job_items(job)) == [402, 403, 405, 406]
     assert finished["log_url"] == f"/logs/{NAME}/xkcd/{job}.log"
     log = server.job_log(job).read_text(encoding="utf-8")
@@ -320,7 +314,7 @@ def test_schedule_needs_the_credentials(server: Scrapyd, xkcd: Site, tmp_path: P
     job = server.schedule(form)
     server.wait_finished(job)
     expected = {"xkcd/barrel_cropped_(1).jpg": image_bytes("/comics/barrel_cropped_(1).jpg")}
-    assert stored(store) == expected, job_stderr(server.output(), job)
+    assert stored_files(store) == expected, job_stderr(server.output(), job)
 
 
 # ---------------------------------------------------------------- one crawl per store
@@ -346,4 +340,4 @@ def test_a_second_job_on_the_same_store_is_refused(server: Scrapyd, xkcd: Site, 
     [line] = [line for line in server.job_log(second).read_text(encoding="utf-8").splitlines() if " ERROR: " in line]
     assert f"Not crawling: store {store} is in use by crawl pid " in line
     assert "(spider xkcd, started " in line
-    assert "xkcd/barrel_cropped_(1).jpg" in stored(store)
+    assert "xkcd/barrel_cropped_(1).jpg" in stored_files(store)

@@ -9,7 +9,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import pytest_twisted
+import pytest_twisted  # type: ignore[import-untyped]
 
 from xkcdcrawl.stores import STALE_PARTIAL, AtomicFSFilesStore, IncompleteFileError
 

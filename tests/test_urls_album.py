@@ -7,9 +7,9 @@ import re
 from typing import TYPE_CHECKING
 
 import pytest
-from faultserver import FaultServer, file_body
 from scrapy.http import HtmlResponse
-from staticsite import StaticSite
+from servers.faultserver import FaultServer, file_body
+from servers.staticsite import StaticSite
 
 from xkcdcrawl.spiders.album import album_folder, gallery_images, imgur_album_id, imgur_images
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from conftest import Crawl
+
+pytestmark = pytest.mark.e2e
 
 QUIET = ["-s", "XKCDCRAWL_PROGRESS_INTERVAL=0"]
 

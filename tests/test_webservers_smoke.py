@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from scrapy.http import HtmlResponse
-from webservers import LOCAL_OPENER, apache, find_binary, lighttpd, make_tree, nginx, python_http_server
+from servers.webservers import LOCAL_OPENER, apache, find_binary, lighttpd, make_tree, nginx, python_http_server
 
 from xkcdcrawl.listing_parse import relative_path, split_listing
 
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     Server = Callable[[Path], AbstractContextManager[str]]
+
+pytestmark = pytest.mark.e2e
 
 # server -> (context manager, binary it needs, or None for this Python)
 SERVERS: dict[str, tuple[Server, str | None]] = {

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xkcdsite import image_bytes
+import pytest
+from servers.xkcdsite import image_bytes
 
 if TYPE_CHECKING:
     from conftest import Crawl
-    from xkcdsite import Site
+    from servers.xkcdsite import Site
+
+
+pytestmark = pytest.mark.e2e
 
 
 def xkcd_args(site: Site, *more: str) -> list[str]:

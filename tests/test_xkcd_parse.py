@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from scrapy.http import HtmlResponse
-from xkcdsite import load_api
+from servers.xkcdsite import load_api
 
 from xkcdcrawl.spiders.xkcd import NO_PAGE, PageComic, comic_from_info, comic_from_page, with_page
 

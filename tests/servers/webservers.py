@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from processes import free_port, stop
+from servers.processes import free_port, stop
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -301,5 +301,5 @@ def _save_root_listings(dest: Path) -> None:
 
 
 if __name__ == "__main__":
-    # Refresh the fixtures: python tests/webservers.py tests/fixtures/pages/dirlist
+    # Refresh the fixtures: PYTHONPATH=tests python -m servers.webservers tests/fixtures/pages/dirlist
     _save_root_listings(Path(sys.argv[1]))

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from processes import free_port
+from servers.processes import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -48,8 +48,11 @@ def python() -> str:
 
 
 def clean_env(home: Path) -> dict[str, str]:
-    """Only what a process needs to run: nothing from our environment can reconfigure it."""
-    return {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "LANG": "C.UTF-8"}
+    """Only what a process needs to run: nothing from our environment can reconfigure it.
+
+    Its temporary files go in home too: scrapyd-deploy --build-egg leaves its scrapydeploy-* folder.
+    """
+    return {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "TMPDIR": str(home), "LANG": "C.UTF-8"}
 
 
 def conf_text(root: Path, port: int, username: str | None, password: str | None) -> str:

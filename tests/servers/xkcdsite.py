@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 CAPTURED = {  # real pages, served for their own comic with image URLs pointed at the image host
     1: "2018-08_comic_0001.html",
     302: "2017-10_comic_0302.html",
@@ -124,8 +124,8 @@ def route(site: Site, role: str, path: str) -> tuple[int, str, bytes]:
     if path in ("/", "/info.0.json"):
         num = site.newest
         page = site.page(num) if path == "/" else None
-        body = page.encode() if page else site.info_json(num)
-        return 200, "text/html" if page else "application/json", body or b""
+        body = page.encode() if page else site.info_json(num) or b""
+        return 200, "text/html" if page else "application/json", body
     if m := re.fullmatch(r"/(\d+)/info\.0\.json", path):
         data = site.info_json(int(m[1]))
         return (200, "application/json", data) if data else NOT_FOUND

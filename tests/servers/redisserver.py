@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from processes import free_port, stop
-from webservers import find_binary
+from servers.processes import free_port, stop
+from servers.webservers import find_binary
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

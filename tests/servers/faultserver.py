@@ -343,9 +343,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not readable:
             return False
         try:
-            return self.connection.recv(1, socket.MSG_PEEK) == b""
+            peeked: bytes = self.connection.recv(1, socket.MSG_PEEK)
         except OSError:
             return True
+        return peeked == b""
 
     def reset_connection(self) -> None:
         """Abort with RST: SO_LINGER 0, then a real close of the socket."""

@@ -1,0 +1,95 @@
+"""Spider arguments in process: how each spider binds its model, and how `scrapy crawl` refuses a bad one."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+import pytest
+from pydantic import ValidationError
+from scrapy.spiderloader import SpiderLoader
+from scrapy.utils.project import get_project_settings
+from scrapy.utils.test import get_crawler
+
+from xkcdcrawl.args import SpiderArgs, XkcdArgs, describe
+from xkcdcrawl.commands.crawl import Command
+from xkcdcrawl.spiders.xkcd import XkcdSpider
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+LOADER = SpiderLoader.from_settings(get_project_settings())
+# Arguments each spider can start with: none of them is read before start().
+GOOD = {
+    "album": {"url": "http://a.test/gallery.html"},
+    "listing": {"url": "http://a.test/pub/", "depth": "1", "accept": "*.zip"},
+    "urls": {"urls": "http://a.test/a.bin,http://a.test/b.bin", "repeat": "2"},
+    "xkcd": {"start": "2", "end": "5", "base_url": "http://a.test"},
+}
+
+
+def test_every_spider_has_good_arguments_here() -> None:
+    assert sorted(GOOD) == sorted(LOADER.list())
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_from_crawler_binds_the_spiders_argument_model(name: str) -> None:
+    spidercls = LOADER.load(name)
+    spider = spidercls.from_crawler(get_crawler(spidercls), **GOOD[name])
+    model: type[SpiderArgs] = getattr(spidercls, "args_model", SpiderArgs)
+    args = getattr(spider, "args", None)
+    assert type(args) is model
+    assert model is not SpiderArgs
+    assert args == model.from_kwargs(GOOD[name])
+
+
+def test_runner_arguments_are_dropped_and_values_typed() -> None:
+    # scrapyd adds -a _job=<id> to every job.
+    spider = XkcdSpider.from_crawler(get_crawler(XkcdSpider), _job="1f2e", start="2", end="5", hires="true")
+    assert (spider.args.start, spider.args.end, spider.args.hires) == (2, 5, True)
+    # Scrapy's Spider.__init__(**kwargs) would have set self.start = "2" over start().
+    assert callable(spider.start)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"strat": "1"}, "unknown argument 'strat' (did you mean 'start'?)"),
+        ({"start": "5", "end": "2"}, "end (2) is before start (5)"),
+        ({"end": "x"}, "end='x': Input should be a valid integer, unable to parse string as an integer"),
+        ({"base_url": "file:///etc"}, "base_url='file:///etc': 'file:///etc' is not an http(s) URL"),
+    ],
+)
+def test_a_bad_argument_fails_in_from_crawler_with_one_line(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        XkcdSpider.from_crawler(get_crawler(XkcdSpider), **kwargs)
+    assert describe(error.value, XkcdArgs) == message
+
+
+def crawl_command(store: Path, *argv: str) -> tuple[Command, argparse.Namespace, list[str]]:
+    """`scrapy crawl ARGV` up to its process_options(), with the project's settings and store."""
+    command = Command()
+    command.settings = get_project_settings().copy()
+    command.settings.set("FILES_STORE", str(store), priority="cmdline")
+    parser = argparse.ArgumentParser()
+    command.add_options(parser)
+    opts, args = parser.parse_known_args(argv)
+    return command, opts, args
+
+
+def test_the_crawl_command_refuses_a_bad_argument_with_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command, opts, args = crawl_command(tmp_path / "store", "xkcd", "-a", "start=1", "-a", "ned=3")
+    with pytest.raises(SystemExit) as exit_:
+        command.process_options(args, opts)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "scrapy crawl xkcd: error: unknown argument 'ned' (did you mean 'end'?)\n"
+    assert not (tmp_path / "store").exists()  # refused before the store is touched
+
+
+def test_the_crawl_command_lets_good_arguments_through(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    command, opts, args = crawl_command(tmp_path / "store", "urls", "-a", "urls=http://a.test/a.bin")
+    command.process_options(args, opts)
+    assert opts.spargs == {"urls": "http://a.test/a.bin"}
+    assert capsys.readouterr().err == ""

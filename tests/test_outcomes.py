@@ -9,7 +9,7 @@ import pytest
 from scrapy.exceptions import IgnoreRequest
 from scrapy.pipelines.media import FileException
 from scrapy.utils.test import get_crawler
-from staticsite import StaticSite
+from servers.staticsite import Route, StaticSite
 
 from xkcdcrawl import outcomes
 from xkcdcrawl.naming import host_folder
@@ -80,12 +80,12 @@ def test_the_summary_names_the_four_outcomes_and_the_others_when_there_are_any()
 def test_a_compressed_file_over_the_size_limit_fails(crawl: Crawl) -> None:
     """HttpCompressionMiddleware's IgnoreRequest is no policy: the file failed and the run says so."""
     bomb = gzip.compress(b"\0" * 200_000)
-    routes = {
+    routes: dict[str, Route] = {
         "/pub/": ("text/html", b'<a href="bomb.bin">bomb.bin</a> <a href="ok.txt">ok.txt</a>'),
         "/pub/bomb.bin": ("application/octet-stream", bomb, {"Content-Encoding": "gzip"}),
         "/pub/ok.txt": ("text/plain", b"ok"),
     }
-    with StaticSite(routes) as site:  # type: ignore[arg-type]
+    with StaticSite(routes) as site:
         run = crawl("listing", "-a", f"url={site.url}/pub/", "-s", "DOWNLOAD_MAXSIZE=100000", *QUIET)
     assert run.returncode == 1
     assert run.stored() == {f"{host_folder(site.url)}/pub/ok.txt": b"ok"}
@@ -102,7 +102,7 @@ def test_robots_txt_filters_and_the_run_succeeds(crawl: Crawl) -> None:
         "/pub/a.txt": ("text/plain", b"a"),
         "/pub/private/": ("text/html", b'<a href="b.txt">b.txt</a>'),
     }
-    with StaticSite(routes) as site:  # type: ignore[arg-type]
+    with StaticSite(routes) as site:
         run = crawl("listing", "-a", f"url={site.url}/pub/", *QUIET)
         paths = site.paths()
     assert run.returncode == 0, run.stderr

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def progress_crawler() -> Crawler:
     crawler = get_crawler(settings_dict={"XKCDCRAWL_PROGRESS_INTERVAL": 5})
     assert crawler.stats is not None
-    crawler.stats.set_value("xkcdcrawl/expected_files", 4)
+    crawler.stats.set_value("files/expected", 4)
     crawler.stats.set_value("file_status_count/downloaded", 1)
     crawler.stats.set_value("file_status_count/uptodate", 1)
     return crawler

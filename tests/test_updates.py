@@ -6,7 +6,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from webservers import lighttpd, nginx
+from servers.webservers import lighttpd, nginx
 
 from xkcdcrawl.naming import host_folder
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -10,14 +11,15 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 # Path (with query) -> (Content-Type, body), or (Content-Type, body, more headers).
-Routes = dict[str, tuple[str, bytes] | tuple[str, bytes, dict[str, str]]]
+Route = tuple[str, bytes] | tuple[str, bytes, dict[str, str]]
+Routes = dict[str, Route]
 
 
 class StaticSite:
     """`with StaticSite(routes) as site:` site.url, site.requests [(path, headers)]."""
 
-    def __init__(self, routes: Routes) -> None:
-        self.routes = routes
+    def __init__(self, routes: Mapping[str, Route]) -> None:
+        self.routes: Routes = dict(routes)
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"

@@ -15,15 +15,15 @@ what it added to its ledgers (its files are in the bucket, and found there by th
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import secrets
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from scrapy.pipelines.files import S3FilesStore
 from twisted.internet.threads import deferToThread
@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 MiB = 1 << 20
 PART_SIZE = 8 * MiB  # bytes of one part of a multipart upload (S3: at least 5 MiB, at most 10,000 parts)
 MAX_PARTS = 10_000
+UPLOAD_THREADS = 4  # parts sent at once: at most this many parts in memory
 
 
 def work_folder(setting: str, uri: str) -> Path:
@@ -140,23 +141,27 @@ class StreamingS3FilesStore(S3FilesStore):
     def _put(self, path: str, body: Any, sha256: str) -> None:
         self.s3_client.put_object(Bucket=self.bucket, Key=self.key(path), Body=body, **self._extra(sha256))
 
-    def _upload_in_parts(self, path: str, f: Any, size: int, sha256: str) -> None:
-        """A multipart upload, one part in memory at a time; aborted (nothing left behind) on any error."""
+    def _upload_in_parts(self, path: str, f: BinaryIO, size: int, sha256: str) -> None:
+        """A multipart upload, UPLOAD_THREADS parts at a time (each read when it is sent); aborted on any error."""
         client, where = self.s3_client, {"Bucket": self.bucket, "Key": self.key(path)}
         part_size = max(PART_SIZE, -(-size // MAX_PARTS))
         upload = client.create_multipart_upload(**where, **self._extra(sha256))["UploadId"]
+
+        def send(number: int) -> dict[str, Any]:
+            chunk = os.pread(f.fileno(), part_size, (number - 1) * part_size)
+            sent = client.upload_part(**where, UploadId=upload, PartNumber=number, Body=chunk)
+            return {"ETag": sent["ETag"], "PartNumber": number}
+
+        pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="xkcdcrawl-upload")
         try:
-            parts = []
-            for number in itertools.count(1):
-                if not (chunk := f.read(part_size)):
-                    break
-                sent = client.upload_part(**where, UploadId=upload, PartNumber=number, Body=chunk)
-                parts.append({"ETag": sent["ETag"], "PartNumber": number})
-                del chunk, sent
+            parts = list(pool.map(send, range(1, -(-size // part_size) + 1)))
             client.complete_multipart_upload(**where, UploadId=upload, MultipartUpload={"Parts": parts})
         except BaseException:
+            pool.shutdown(cancel_futures=True)
             client.abort_multipart_upload(**where, UploadId=upload)
             raise
+        finally:
+            pool.shutdown()
 
 
 class BucketLedger(Ledger):

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import run_crawl
+from conftest import PROJECT, run_crawl
 from faultserver import FaultServer, file_body
 from s3server import S3Server, s3_server
 from scrapy.exceptions import NotConfigured
@@ -138,6 +141,36 @@ def test_a_big_file_is_uploaded_in_parts_and_verified(s3: S3Server, site: FaultS
     assert not list((tmp_path / "work").rglob("*.part"))  # the partial file went once uploaded
     again = s3_crawl(s3, tmp_path / "work", store, "urls", "-a", f"urls={url}")
     assert "Files: 0 downloaded, 1 uptodate" in again.stderr
+
+
+def test_a_killed_crawl_resumes_its_partial_file_and_uploads_the_whole(
+    s3: S3Server, site: FaultServer, tmp_path: Path
+) -> None:
+    size, work = 8 * MiB, tmp_path / "work"
+    url = site.url_for(f"/range/resumed.bin?size={size}&rate={2 * MiB}")
+    store = f"s3://{BUCKET}/resumed/"
+    args = ["urls", "-a", f"urls={url}", "-s", "XKCDCRAWL_SPLIT_PARTS=1"]
+    settings = {**s3.settings(), "FILES_STORE": store, "XKCDCRAWL_WORK_DIR": str(work)}
+    cmd = [sys.executable, "-m", "scrapy", "crawl", *args, *[f"-s{k}={v}" for k, v in settings.items()]]
+    proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(p.stat().st_size for p in work.rglob("*.part")) < 2 * MiB:
+            assert proc.poll() is None, "the crawl ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert objects(s3, "resumed/") == {}
+    kept = sum(p.stat().st_size for p in work.rglob("*.part"))
+    again = s3_crawl(s3, work, store, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert objects(s3, "resumed/") == {f"{site.folder}/resumed.bin": file_body("resumed.bin@1", size)}
+    _, ranges, status, sent = site.ranges[-1]
+    assert (status, ranges) == (206, f"bytes={kept}-")
+    assert sent == size - kept  # only the rest came again
+    assert not list(work.rglob("*.part"))
 
 
 def test_remote_stores_take_no_lock() -> None:

@@ -173,6 +173,18 @@ def test_a_killed_crawl_resumes_its_partial_file_and_uploads_the_whole(
     assert not list(work.rglob("*.part"))
 
 
+def test_a_bucket_that_cannot_be_used_is_one_line_before_any_request(
+    s3: S3Server, site: FaultServer, tmp_path: Path
+) -> None:
+    url = site.url_for("/ok/a.bin")
+    run = s3_crawl(s3, tmp_path / "work", "s3://no-such-bucket/x/", "urls", "-a", f"urls={url}")
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        "scrapy crawl urls: error: FILES_STORE='s3://no-such-bucket/x/': bucket 'no-such-bucket': 404 Not Found"
+    ]
+    assert site.hits == {}
+
+
 def test_remote_stores_take_no_lock() -> None:
     """A crawl has no lock on a bucket: one crawl per s3:// store is the scheduler's job (README)."""
     crawler = get_crawler(settings_dict={"FILES_STORE": f"s3://{BUCKET}/x/"})

@@ -233,3 +233,22 @@ def configure(settings: BaseSettings) -> None:
         setattr(StreamingS3FilesStore, f"AWS_{name}", settings[f"AWS_{name}"])
     StreamingS3FilesStore.POLICY = settings["FILES_STORE_S3_ACL"]
     StreamingS3FilesStore.WORK_DIR = settings.get("XKCDCRAWL_WORK_DIR") or ""
+
+
+def unusable(settings: BaseSettings) -> str | None:
+    """Why the s3:// FILES_STORE cannot be used (no such bucket, no access, no answer), or None."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    uri = str(settings["FILES_STORE"])
+    bucket = uri.removeprefix("s3://").partition("/")[0]
+    configure(settings)
+    try:
+        StreamingS3FilesStore(uri).s3_client.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        problem = error.response.get("Error", {})
+        return f"FILES_STORE={uri!r}: bucket {bucket!r}: {problem.get('Code')} {problem.get('Message')}"
+    except (BotoCoreError, ValueError) as error:
+        return f"FILES_STORE={uri!r}: {error}"
+    except OSError as error:  # the local work folder
+        return f"FILES_STORE={uri!r}: cannot write to XKCDCRAWL_WORK_DIR ({error.filename}): {error.strerror}"
+    return None

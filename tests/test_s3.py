@@ -22,7 +22,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.test import get_crawler
 
 from xkcdcrawl.lock import StoreLockExtension
-from xkcdcrawl.s3store import PART_SIZE
+from xkcdcrawl.s3store import PART_SIZE, BucketLedger, bucket_ledger
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -183,6 +183,35 @@ def test_a_bucket_that_cannot_be_used_is_one_line_before_any_request(
         "scrapy crawl urls: error: FILES_STORE='s3://no-such-bucket/x/': bucket 'no-such-bucket': 404 Not Found"
     ]
     assert site.hits == {}
+
+
+def test_what_a_killed_run_recorded_is_written_back_by_the_next_run_there(s3: S3Server, tmp_path: Path) -> None:
+    def open_ledger(work: Path) -> BucketLedger:
+        settings = {**s3.settings(), "FILES_STORE": f"s3://{BUCKET}/ledger/", "XKCDCRAWL_WORK_DIR": str(work)}
+        return bucket_ledger(get_crawler(settings_dict=settings), "names")
+
+    killed, running = open_ledger(tmp_path / "work"), open_ledger(tmp_path / "work")
+    killed.record("http://h.test/get?id=1", "h.test/report.pdf")
+    running.record("http://h.test/get?id=2", "h.test/other.pdf")
+    # killed dies: its copy stays behind under a process id that is gone.
+    assert killed.path is not None
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stem, _, token = killed.path.stem.rpartition("-")
+    killed.path.rename(killed.path.with_name(f"{stem.rpartition('-')[0]}-{gone.pid}-{token}.jsonl"))
+
+    after = open_ledger(tmp_path / "work")  # the next run on that machine
+    assert after.get("http://h.test/get?id=1") == "h.test/report.pdf"
+    assert after.get("http://h.test/get?id=2") is None  # a live run's is its own
+    after.close()
+    running.close()
+    elsewhere = open_ledger(tmp_path / "other")
+    assert elsewhere.data == {
+        "http://h.test/get?id=1": "h.test/report.pdf",
+        "http://h.test/get?id=2": "h.test/other.pdf",
+    }
+    elsewhere.close()
+    assert len(s3.client().list_objects_v2(Bucket=BUCKET, Prefix="ledger/.xkcdcrawl/names/")["Contents"]) == 1  # merged
 
 
 def test_remote_stores_take_no_lock() -> None:

@@ -9,8 +9,8 @@ not grow with the file. Its sha256 goes with it as object metadata, which stat_f
 The bookkeeping (the download archive, the names book) lives in the bucket, under
 ``<prefix>.xkcdcrawl/<ledger>/``: each run reads every object there at its start and, at its end,
 writes one object with all it read and all it added, then deletes the ones it read. Workers that
-run at once each write their own object; the next run merges them. A run that is killed loses
-what it added to its ledgers (its files are in the bucket, and found there by the next run).
+run at once each write their own object; the next run merges them. A run that is killed leaves
+what it added in its local copy (in the work folder): the next run on that machine writes it back.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -176,7 +177,8 @@ class BucketLedger(Ledger):
         local = store.local.root / ".xkcdcrawl" / "ledgers" / f"{name}-{run}.jsonl"
         local.parent.mkdir(parents=True, exist_ok=True)
         self.read = self._download(local)
-        self.added = 0
+        # What killed runs on this machine recorded and never wrote back: written back by this one.
+        self.added = self._adopt(local, name)
         super().__init__(local)
 
     def _download(self, local: Path) -> list[str]:
@@ -192,6 +194,21 @@ class BucketLedger(Ledger):
                     out.write(b"\n")  # a line cut short by a killed run ends here
                     keys.append(entry["Key"])
         return keys
+
+    @staticmethod
+    def _adopt(local: Path, name: str) -> int:
+        """Append the local copies of dead runs' ledgers (``<name>-<time>-<host>-<pid>-<token>``); how many."""
+        adopted = 0
+        for orphan in local.parent.glob(f"{name}-*.jsonl"):
+            pid = orphan.stem.rsplit("-", 2)[-2]
+            if orphan == local or not pid.isdigit() or _alive(int(pid)):
+                continue
+            with local.open("ab") as out, orphan.open("rb") as data:
+                shutil.copyfileobj(data, out)
+                out.write(b"\n")
+            orphan.unlink()
+            adopted += 1
+        return adopted
 
     def record(self, key: str, value: Any) -> None:
         super().record(key, value)
@@ -211,6 +228,16 @@ class BucketLedger(Ledger):
                     self.client.delete_object(Bucket=self.bucket, Key=key)
         finally:
             self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
 
 
 def bucket_ledger(crawler: Crawler, name: str) -> BucketLedger:

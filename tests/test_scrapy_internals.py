@@ -86,6 +86,9 @@ CALLABLES = [
     ("scrapy.utils.defer", "_schedule_coro", ["coro"], "xkcdcrawl.downloader"),
     ("scrapy.core.scraper", "Scraper._check_if_closing", ["self"], "xkcdcrawl.spiders.urls"),
     ("scrapy_redis.queue", "Base._decode_request", ["self", "encoded_request"], "xkcdcrawl.redisqueue"),
+    ("scrapy.pipelines.files", "FilesPipeline._update_stores", ["settings"], "xkcdcrawl.pipelines"),
+    ("scrapy.pipelines.files", "S3FilesStore._onsuccess", ["boto_key"], "xkcdcrawl.s3store"),
+    ("scrapy.pipelines.files", "S3FilesStore._headers_to_botocore_kwargs", ["self", "headers"], "xkcdcrawl.s3store"),
 ]
 
 # Source fragments of Scrapy and Twisted code whose behaviour a project module depends on.
@@ -113,6 +116,10 @@ SOURCES = [
     ("scrapy.core.downloader", "Slot.__init__", "self.transferring"),
     ("scrapy.core.downloader", "Slot.__init__", "self.latercall"),
     ("scrapy.core.downloader", "Slot.__init__", "self.lastseen"),
+    # The s3:// store's client, bucket and key prefix (xkcdcrawl.s3store).
+    ("scrapy.pipelines.files", "S3FilesStore.__init__", "self.s3_client = session.create_client("),
+    ("scrapy.pipelines.files", "S3FilesStore.__init__", 'self.bucket, self.prefix = uri[5:].split("/", 1)'),
+    ("scrapy.pipelines.files", "S3FilesStore.persist_file", 'key_name = f"{self.prefix}{path}"'),
 ]
 
 # Methods the project keeps a modified copy of, or mirrors step by step: pinned whole, since

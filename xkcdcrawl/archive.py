@@ -67,8 +67,12 @@ class Ledger:
 
 
 def ledger(crawler: Crawler, name: str) -> Ledger:
-    """The ledger FILES_STORE/.xkcdcrawl/<name>.jsonl (in memory for remote stores)."""
+    """The ledger FILES_STORE/.xkcdcrawl/<name>.jsonl (in the bucket for s3://, in memory for other remote stores)."""
     root = local_store(crawler)
+    if root is None and str(crawler.settings.get("FILES_STORE")).startswith("s3://"):
+        from xkcdcrawl.s3store import bucket_ledger
+
+        return bucket_ledger(crawler, name)
     return Ledger(root / ".xkcdcrawl" / f"{name}.jsonl" if root else None)
 
 
@@ -81,13 +85,14 @@ class DownloadArchive:
     every file is stored; a key counts as done only while its files are still there.
     """
 
-    def __init__(self, ledger: Ledger, root: Path, key: Callable[[Any], str | None]) -> None:
+    def __init__(self, ledger: Ledger, root: Path | None, key: Callable[[Any], str | None]) -> None:
         self.ledger, self.root, self.key = ledger, root, key
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, key: Callable[[Any], str | None]) -> Self | None:
         root = local_store(crawler)
-        if not crawler.settings.getbool("XKCDCRAWL_ARCHIVE") or root is None:
+        remote = root is None and str(crawler.settings.get("FILES_STORE")).startswith("s3://")
+        if not crawler.settings.getbool("XKCDCRAWL_ARCHIVE") or (root is None and not remote):
             return None
         assert crawler.spidercls is not None
         archive = cls(ledger(crawler, f"archive-{crawler.spidercls.name}"), root, key)
@@ -101,7 +106,10 @@ class DownloadArchive:
 
     def __contains__(self, key: str) -> bool:
         paths = self.ledger.get(key)
-        return paths is not None and all((self.root / p).is_file() for p in paths)
+        if paths is None or self.root is None:
+            # In a bucket, taken on trust: what was recorded had been uploaded (a look per file costs a request).
+            return paths is not None
+        return all((self.root / p).is_file() for p in paths)
 
     def item_scraped(self, item: Any) -> None:
         files = ItemAdapter(item).get("files") or []

@@ -199,7 +199,7 @@ class StoreLockExtension:
     def from_crawler(cls, crawler: Crawler) -> Self:
         store = local_store(crawler)
         if store is None:
-            raise NotConfigured("remote stores are not locked")
+            raise NotConfigured("remote stores are not locked: schedule one crawl per store (README)")
         return cls(crawler, store.resolve())
 
     async def spider_opened(self) -> None:

@@ -37,11 +37,13 @@ from xkcdcrawl.outcomes import (
     reason,
     status_of,
 )
+from xkcdcrawl.s3store import StreamingS3FilesStore, configure
 from xkcdcrawl.stores import AtomicFSFilesStore, ChecksumError, IncompleteFileError, Origin, digests_of, hash_range
 
 if TYPE_CHECKING:
     from scrapy.pipelines.files import StatInfo
     from scrapy.pipelines.media import FileInfo, FileInfoOrError, MediaPipeline
+    from scrapy.settings import BaseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +78,13 @@ class NamedFilesPipeline(FilesPipeline):
         **FilesPipeline.STORE_SCHEMES,
         "": AtomicFSFilesStore,
         "file": AtomicFSFilesStore,
+        "s3": StreamingS3FilesStore,
     }
+
+    @classmethod
+    def _update_stores(cls, settings: BaseSettings) -> None:
+        super()._update_stores(settings)
+        configure(settings)  # s3://: its work folder too
 
     def file_path(
         self,
@@ -92,8 +100,10 @@ class NamedFilesPipeline(FilesPipeline):
         super().open_spider()
         self.names = FileNames(ledger(self.crawler, "names"))
         settings = self.crawler.settings
-        # Bodies stream to disk only into a local store: s3://, gs:// and ftp:// take them whole.
-        self.fs = self.store if isinstance(self.store, AtomicFSFilesStore) else None
+        # Bodies stream to disk into a local store, and into the local work folder of an s3://
+        # one (uploaded from there in parts); gs:// and ftp:// take them whole.
+        streaming = (AtomicFSFilesStore, StreamingS3FilesStore)
+        self.fs = self.store if isinstance(self.store, streaming) else None
         self.streams = self.fs is not None and bool(
             settings.getdict("DOWNLOAD_HANDLERS").get("http", "").endswith("StreamingDownloadHandler")
         )

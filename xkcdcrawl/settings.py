@@ -65,6 +65,7 @@ XKCDCRAWL_FILE_HOSTS: list[str] = []
 XKCDCRAWL_FILES_MAXSIZE = 0  # bytes: a larger file fails; 0: no limit (DOWNLOAD_MAXSIZE caps pages only)
 XKCDCRAWL_SPLIT_SIZE = 64 * 1024 * 1024  # bytes: a file this big is fetched in parallel ranges...
 XKCDCRAWL_SPLIT_PARTS = 4  # ...this many (1: never), each counted against CONCURRENT_REQUESTS_PER_DOMAIN
+XKCDCRAWL_WORK_DIR = ""  # s3:// stores: local folder for partial files; "": ~/.cache/xkcdcrawl/s3/<bucket>/<prefix>
 IMGUR_CLIENT_ID = ""  # album spider: Imgur API client id, for Imgur albums
 XKCDCRAWL_IMGUR_API_URL = "https://api.imgur.com"  # tests point it at 127.0.0.1
 XKCDCRAWL_RETRY_AFTER_MAX = 600.0  # a longer Retry-After gives up instead of waiting

@@ -148,18 +148,8 @@ class AtomicFSFilesStore:
     ) -> str:
         target = self.resolve(path)
         with part.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if length is not None and size != length:
-                # Kept: the next try asks for the rest.
-                raise IncompleteFileError(f"short body: {size} of {length} bytes")
-            # Resumed or fetched in ranges: not hashed on the way, so read once, here.
-            if missing := [name for name in {"sha256", *expected} if name not in digests]:
-                digests = {**digests, **_file_digests(f, missing)}
-            if problems := list(mismatches(expected, digests)):
-                self.discard(part)  # a wrong file: the next try fetches it whole
-                raise ChecksumError("checksum mismatch: " + "; ".join(problems))
+            digest = self.verify(part, f, length, digests, expected)
             os.fsync(f.fileno())
-        digest = digests["sha256"]
         _remember_checksum(part, digest)
         if origin:
             _remember_origin(part, origin)
@@ -169,6 +159,22 @@ class AtomicFSFilesStore:
         self._stored(path)
         part.with_suffix(".json").unlink(missing_ok=True)
         return digest
+
+    def verify(
+        self, part: Path, f: BinaryIO, length: int | None, digests: dict[str, str], expected: dict[str, str]
+    ) -> str:
+        """The sha256 of a streamed partial file that is whole and what the server said it is."""
+        size = os.fstat(f.fileno()).st_size
+        if length is not None and size != length:
+            # Kept: the next try asks for the rest.
+            raise IncompleteFileError(f"short body: {size} of {length} bytes")
+        # Resumed or fetched in ranges: not hashed on the way, so read once, here.
+        if missing := [name for name in {"sha256", *expected} if name not in digests]:
+            digests = {**digests, **_file_digests(f, missing)}
+        if problems := list(mismatches(expected, digests)):
+            self.discard(part)  # a wrong file: the next try fetches it whole
+            raise ChecksumError("checksum mismatch: " + "; ".join(problems))
+        return digests["sha256"]
 
     def discard(self, part: Path) -> None:
         """Forget a partial file that cannot be resumed."""

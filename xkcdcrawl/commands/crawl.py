@@ -89,10 +89,14 @@ def bad_setting(settings: BaseSettings) -> str | None:
 
 
 def unusable_store(settings: BaseSettings) -> str | None:
-    """Why a local FILES_STORE cannot be written (created like mkdir -p), or None."""
+    """Why a local FILES_STORE cannot be written (created like mkdir -p), or an s3:// one reached; or None."""
     uri = str(settings.get("FILES_STORE") or "")
+    if uri.startswith("s3://"):
+        from xkcdcrawl.s3store import unusable
+
+        return unusable(settings)
     if not uri or ("://" in uri and not uri.startswith("file://")):
-        return None  # s3://, gs://, ftp://: Scrapy's stores say so themselves
+        return None  # gs://, ftp://: Scrapy's stores say so themselves
     probe = Path(uri.removeprefix("file://")) / ".xkcdcrawl"
     try:
         probe.mkdir(parents=True, exist_ok=True)

@@ -60,13 +60,25 @@ class UrlsSpider(scrapy.Spider):
         return spider
 
     async def start(self) -> AsyncIterator[FileItem]:
+        # Items in the pipeline at once: enough to keep every connection busy, few enough that
+        # a Ctrl-C (which stops start() and lets the pipeline finish) is over in seconds.
+        window = 2 * self.settings.getint("CONCURRENT_REQUESTS")
+        for item in self.listed():
+            await self.until(lambda: self.pending < window)
+            self.pending += 1
+            yield item
+        # Every file is known now (the progress ETA), though start() is not over yet.
+        self.all_listed = True
+        # Scrapy's engine notices that items from start() are done only on its 5 s heartbeat:
+        # start() ends when they are, and the engine looks at once (a 1-file run took 5 s more).
+        await self.until(lambda: self.pending == 0)
+
+    def listed(self) -> Iterator[FileItem]:
+        """The list's items, in its order; a file name a folder already has is made distinct."""
         good, bad = self.args.entries()
         for number, problem in bad:
             self.logger.error("%s line %d: %s, skipped", self.args.source(), number, problem)
         self.crawler.stats.set_value(BAD_URLS, len(bad))
-        # Items in the pipeline at once: enough to keep every connection busy, few enough that
-        # a Ctrl-C (which stops start() and lets the pipeline finish) is over in seconds.
-        window = 2 * self.settings.getint("CONCURRENT_REQUESTS")
         taken: defaultdict[str, set[str]] = defaultdict(set)  # names per folder
         for _, url in good:
             for item in file_items(url, self.args.repeat):
@@ -74,14 +86,7 @@ class UrlsSpider(scrapy.Spider):
                 # (a URL with a query is named by its response: Content-Disposition, or the query)
                 if not urlsplit(url).query and (unique := distinct_name(name, url, taken[item.folder])) != name:
                     item.name = unique  # another URL of this host has the same file name
-                await self.until(lambda: self.pending < window)
-                self.pending += 1
                 yield item
-        # Every file is known now (the progress ETA), though start() is not over yet.
-        self.all_listed = True
-        # Scrapy's engine notices that items from start() are done only on its 5 s heartbeat:
-        # start() ends when they are, and the engine looks at once (a 1-file run took 5 s more).
-        await self.until(lambda: self.pending == 0)
 
     async def until(self, done: Callable[[], bool]) -> None:
         """Wait until done() is true; checked each time an item is done."""

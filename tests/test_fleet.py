@@ -228,8 +228,12 @@ def test_download_delay_holds_for_the_fleet(redis_url: str, server: redis.Redis,
             kill_stragglers(workers)
         asked = sorted(at for at, _, _ in site.log)
     assert len(asked) == 16
-    gaps = [later - earlier for earlier, later in itertools.pairwise(asked)]
-    assert min(gaps) > 0.35, gaps
+    gaps = sorted(later - earlier for earlier, later in itertools.pairwise(asked))
+    # Each worker waits its turn in Redis; the server sees the requests a little later, each late
+    # by however long its worker took to send it (a loaded machine): so not every gap, but the
+    # fleet's pace. Per worker, the 16 requests would take 7 delays, not 15.
+    assert asked[-1] - asked[0] > 15 * 0.4 * 0.95, gaps
+    assert gaps[len(gaps) // 4] > 0.35, gaps
 
 
 # ---------------------------------------------------------------- the scripts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING
 import pytest
 from conftest import PROJECT
 from faultserver import FaultServer, file_body
+
+from xkcdcrawl import settings as project_settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -110,9 +113,10 @@ def test_per_host_concurrency_holds_exactly(tmp_path: Path, server: FaultServer,
 
 
 def test_stock_scrapy_downloader_overshoots_the_limit(tmp_path: Path, server: FaultServer, crawl: Crawl) -> None:
-    """Why xkcdcrawl.downloader exists: if this starts failing, Scrapy fixed the bug."""
+    """Why xkcdcrawl.politeness.HostGate exists: if this starts failing, Scrapy fixed the bug."""
     paths = [f"/slow/f{i}.bin?delay=0.3" for i in range(8)]
-    stock = ["-s", "CONCURRENT_REQUESTS_PER_DOMAIN=1", "-s", "DOWNLOADER=scrapy.core.downloader.Downloader"]
+    without_gate = json.dumps({**project_settings.DOWNLOADER_MIDDLEWARES, "xkcdcrawl.politeness.HostGate": None})
+    stock = ["-s", "CONCURRENT_REQUESTS_PER_DOMAIN=1", "-s", f"DOWNLOADER_MIDDLEWARES={without_gate}"]
     run = crawl("urls", "-a", urls_file(tmp_path, server, paths), *stock, *FAST_RETRY)
     assert run.returncode == 0, run.stderr
     assert server.max_in_flight > 1

@@ -75,16 +75,6 @@ CALLABLES = [
     ),
     ("scrapy.pipelines.media", "MediaPipeline._modify_media_request", ["self", "request"], "xkcdcrawl.pipelines"),
     ("scrapy.pipelines.media", "_MediaRequestFiltered", None, "xkcdcrawl.pipelines"),
-    ("scrapy.core.downloader", "Downloader._process_queue", ["self", "slot"], "xkcdcrawl.downloader"),
-    ("scrapy.core.downloader", "Downloader._latercall", ["self", "slot"], "xkcdcrawl.downloader"),
-    ("scrapy.core.downloader", "Downloader._get_slot", ["self", "request", "spider"], "xkcdcrawl.downloader"),
-    (
-        "scrapy.core.downloader",
-        "Downloader._wait_for_download",
-        ["self", "slot", "request", "queue_dfd"],
-        "xkcdcrawl.downloader",
-    ),
-    ("scrapy.utils.defer", "_schedule_coro", ["coro"], "xkcdcrawl.downloader"),
     ("scrapy.core.scraper", "Scraper._check_if_closing", ["self"], "xkcdcrawl.spiders.urls"),
     ("scrapy_redis.queue", "Base._decode_request", ["self", "encoded_request"], "xkcdcrawl.redisqueue"),
 ]
@@ -106,25 +96,15 @@ SOURCES = [
     # What the progress extension reads to know that no page is left (xkcdcrawl.extensions.progress).
     ("scrapy.core.engine", "ExecutionEngine.__init__", "self._start"),
     ("scrapy.core.engine", "ExecutionEngine.__init__", "self._slot"),
-    # The fleet budget wraps the download handlers, and reads and sets these of a slot
-    # (xkcdcrawl.fleet, xkcdcrawl.downloader).
-    ("scrapy.core.downloader", "Downloader.__init__", "self.handlers"),
-    ("scrapy.core.downloader", "Slot.__init__", "self.queue"),
-    ("scrapy.core.downloader", "Slot.__init__", "self.concurrency"),
-    ("scrapy.core.downloader", "Slot.__init__", "self.transferring"),
-    ("scrapy.core.downloader", "Slot.__init__", "self.latercall"),
-    ("scrapy.core.downloader", "Slot.__init__", "self.lastseen"),
 ]
 
 # Methods the project keeps a modified copy of, or mirrors step by step: pinned whole, since
 # any upstream change to them must be read and carried over.
 COPIED = [
-    ("scrapy.core.downloader", "Downloader._process_queue", "xkcdcrawl.downloader.PoliteDownloader._process_queue"),
     ("scrapy.core.downloader.handlers.http11", "_ScrapyAgent._cb_bodyready", "xkcdcrawl.handlers._StreamingAgent"),
     ("scrapy.core.downloader.handlers.http11", "_ResponseReader.connectionLost", "xkcdcrawl.handlers._BodyFileReader"),
 ]
 PINNED = {
-    "Downloader._process_queue": "872b81a4bbb4cb1a",
     "_ScrapyAgent._cb_bodyready": "3b4c90f33215a794",
     "_ResponseReader.connectionLost": "9113f540875dce09",
 }

@@ -108,8 +108,8 @@ def test_per_host_concurrency_holds_exactly(tmp_path: Path, server: FaultServer,
     run = crawl("urls", "-a", urls_file(tmp_path, server, paths), *limit, *FAST_RETRY)
     assert run.returncode == 0, run.stderr
     assert len(run.stored()) == 12
-    assert server.max_in_flight == (2 if delay == "0" else server.max_in_flight)
-    assert server.max_in_flight <= 2
+    # Twelve transfers of 0.3 s, one started at most every 0.05 s: the limit is reached, never passed.
+    assert server.max_in_flight == 2
 
 
 def test_stock_scrapy_downloader_overshoots_the_limit(tmp_path: Path, server: FaultServer, crawl: Crawl) -> None:

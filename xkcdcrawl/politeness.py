@@ -22,7 +22,8 @@ the task scheduled for it runs, so one pass over its queue sends the whole queue
 server, 12 requests in flight with a limit of 2, 36 with 16). The gate never lets more requests
 into a slot than the slot may transfer, so the slot has no queue to empty and the limit holds as
 the server sees it (2, 4 and 16 measured, with and without a delay), through Scrapy's public seam
-for per-host control, with no copy of the downloader's private code.
+for per-host control, with no copy of the downloader's private code. It waits on asyncio
+primitives, so it needs the asyncio reactor: Scrapy's default, which this project never changes.
 
 ``DOWNLOAD_DELAY`` (and AutoThrottle) stay Scrapy's: the slot spaces the requests it is given.
 So, with a delay, the requests a slot holds back for it (fewer than the limit) are past the gate

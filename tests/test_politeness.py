@@ -160,7 +160,8 @@ def test_the_gate_is_the_last_downloader_middleware() -> None:
     gate = orders.pop(GATE)
     assert gate is not None
     assert all(order is None or order < gate for order in orders.values())
-    assert not hasattr(project_settings, "DOWNLOADER")  # Scrapy's own downloader
+    # And the downloader is Scrapy's own.
+    assert not hasattr(project_settings, "DOWNLOADER")
 
 
 # ---------------------------------------------------------------- the gate

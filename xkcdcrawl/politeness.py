@@ -1,6 +1,6 @@
 """Politeness: every decision about when a request may go to its host, in one module.
 
-Two downloader middlewares share one ``Policy`` (the settings, read once here):
+Two downloader middlewares, both deciding through ``Policy`` (the one reader of their settings):
 
 - ``HostGate`` (order 1000, the last before the downloader) lets a request through only when
   its host has room. Per host, keyed as Scrapy's downloader keys its slots

@@ -2,8 +2,8 @@
 
 Each request to a host holds a lease while it is on the wire: a member of the sorted set
 ``<XKCDCRAWL_FLEET_KEY>:<host>:leases`` scored by its expiry (Redis time, in ms). A lease is taken
-when the request leaves its downloader slot's queue for the transfer, and given back the moment the
-download handler returns, so the leases are the requests the server sees, no more. One Lua script
+by the per-host gate (xkcdcrawl.politeness) as the request's last step before Scrapy's downloader, and
+given back the moment the downloader returns, so the leases are the requests the server sees, no more. One Lua script
 drops expired leases and takes a lease only while fewer than CONCURRENT_REQUESTS_PER_DOMAIN are held,
 the host is not paused (Retry-After) and its DOWNLOAD_DELAY has passed since the fleet's last request
 there. Leases of long transfers are renewed; a dead worker's leases expire after XKCDCRAWL_FLEET_LEASE

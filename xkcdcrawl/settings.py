@@ -16,7 +16,6 @@ CONCURRENT_REQUESTS_PER_DOMAIN = 8
 # anyway; fewer keep a mirror of many big listings in less memory and CPU.
 CONCURRENT_ITEMS = 32
 DOWNLOAD_DELAY = 0
-DOWNLOADER = "xkcdcrawl.downloader.PoliteDownloader"  # makes the per-host limit hold
 AUTOTHROTTLE_ENABLED = False
 DOWNLOAD_TIMEOUT = 30
 RETRY_ENABLED = True
@@ -28,8 +27,13 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
     "xkcdcrawl.filters.RobotsTxt": 100,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
-    "xkcdcrawl.middlewares.BackoffRetryMiddleware": 550,  # retries that wait, pages and files
-    "xkcdcrawl.dryrun.DryRunMiddleware": 950,  # -a dry_run=true: after robots.txt and offsite, a HEAD
+    # Retries that wait, pages and files.
+    "xkcdcrawl.politeness.BackoffRetryMiddleware": 550,
+    # -a dry_run=true: after robots.txt and offsite, a HEAD.
+    "xkcdcrawl.dryrun.DryRunMiddleware": 950,
+    # The per-host limit, Retry-After pauses and the fleet's budget: last, after every middleware that
+    # may download a request of its own (the dry run's HEAD would otherwise wait for its own file's place).
+    "xkcdcrawl.politeness.HostGate": 1000,
 }
 SPIDER_MIDDLEWARES = {
     "xkcdcrawl.extensions.report.RetryFailed": 5,  # -a retry_failed=true

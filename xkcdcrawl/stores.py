@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 import secrets
@@ -69,6 +70,9 @@ class AtomicFSFilesStore:
         _remove_older_than(self.partial, STALE_PARTIAL, "*.tmp")
         # Folder -> the names in it, for stat_file(); set.add() is atomic: the threads add to them.
         self._listings: dict[str, set[str]] = {}
+        # Temporary names: this store's random tag and a number, unique across workers and runs.
+        self._tag = secrets.token_hex(8)
+        self._serial = itertools.count()
 
     def persist_file(
         self,
@@ -97,23 +101,22 @@ class AtomicFSFilesStore:
     ) -> str:
         if expected and (problems := list(mismatches(expected, digests_of(buf.getbuffer(), expected)))):
             raise ChecksumError("checksum mismatch: " + "; ".join(problems))
-        target = self.resolve(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.resolve(path)  # again: a symlinked folder may have been created meanwhile
-        part = self.partial / f"{secrets.token_hex(8)}.tmp"
+        target = self._target(path)
+        part = self.partial / f"{self._tag}-{next(self._serial)}.tmp"
+        data = buf.getbuffer()
+        checksum = hashlib.sha256(data).hexdigest()
         try:
             with part.open("xb") as out:
-                out.write(buf.getbuffer())
+                out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            checksum = hashlib.sha256(buf.getbuffer()).hexdigest()
-            _remember_checksum(part, checksum)
-            if origin:
-                _remember_origin(part, origin)
-            part.replace(target)  # atomic: same file system
-            self._stored(path)
-        finally:
+                _label(out.fileno(), checksum, origin)
+            # Atomic: the same file system.
+            part.replace(target)
+        except BaseException:
             part.unlink(missing_ok=True)
+            raise
+        self._stored(path)
         return checksum
 
     def resumable(self) -> set[str]:
@@ -146,15 +149,13 @@ class AtomicFSFilesStore:
         expected: dict[str, str],
         origin: Origin | None,
     ) -> str:
-        target = self.resolve(path)
+        target = self._target(path)
         with part.open("rb") as f:
             digest = self.verify(part, f, length, digests, expected)
             os.fsync(f.fileno())
         _remember_checksum(part, digest)
         if origin:
             _remember_origin(part, origin)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.resolve(path)  # again: a symlinked folder may have been created meanwhile
         part.replace(target)
         self._stored(path)
         part.with_suffix(".json").unlink(missing_ok=True)
@@ -230,6 +231,21 @@ class AtomicFSFilesStore:
         with suppress(OSError, OutsideStoreError):
             _remember_origin(self.resolve(path), origin)
 
+    def _target(self, path: str | os.PathLike[str]) -> Path:
+        """Where a store path is written: in its folder, made if need be, checked to be inside the store."""
+        folder, _, name = str(path).rpartition("/")
+        if name in {"", ".", ".."}:
+            raise OutsideStoreError(f"path {str(path)!r} names no file")
+        return self._directory(folder) / name
+
+    @functools.lru_cache(maxsize=LISTINGS_KEPT)  # noqa: B019  (one store a crawl, kept as long)
+    def _directory(self, folder: str) -> Path:
+        """A store folder, made once: checked before (an existing part may lead outside) and after."""
+        self.resolve(f"{folder}/_")
+        (self.root.joinpath(*folder.split("/")) if folder else self.root).mkdir(parents=True, exist_ok=True)
+        # Again: a symlinked folder may have been made meanwhile.
+        return self.resolve(f"{folder}/_").parent
+
     @functools.lru_cache(maxsize=LISTINGS_KEPT)  # noqa: B019  (one store a crawl, kept as long)
     def _resolved(self, folder: str) -> Path:
         """A store folder's real path, checked to be inside the store, once."""
@@ -300,6 +316,15 @@ def _remember_checksum(path: Path, checksum: str) -> None:
     stat = path.stat()
     with suppress(OSError):  # no user xattrs on this file system: stat_file() hashes instead
         os.setxattr(path, _XATTR, f"{stat.st_size}:{stat.st_mtime_ns}:{checksum}".encode())
+
+
+def _label(fd: int, checksum: str, origin: Origin | None) -> None:
+    """_remember_checksum() and _remember_origin() of a file still open: no path looked up again."""
+    stat = os.fstat(fd)
+    with suppress(OSError):
+        os.setxattr(fd, _XATTR, f"{stat.st_size}:{stat.st_mtime_ns}:{checksum}".encode())
+        if origin:
+            os.setxattr(fd, _ORIGIN, json.dumps(origin, separators=(",", ":")).encode())
 
 
 def _remember_origin(path: Path, origin: Origin) -> None:

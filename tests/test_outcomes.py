@@ -111,3 +111,18 @@ def test_robots_txt_filters_and_the_run_succeeds(crawl: Crawl) -> None:
     assert "Not read " in run.stderr
     assert "Forbidden by robots.txt" in run.stderr
     assert "ERROR" not in run.stderr
+
+
+def test_the_stats_collector_counts_and_still_warns_about_a_spider_argument() -> None:
+    from scrapy.exceptions import ScrapyDeprecationWarning
+    from scrapy.spiders import Spider
+
+    crawler = get_crawler(settings_dict={"STATS_CLASS": "xkcdcrawl.outcomes.Stats"})
+    stats = crawler.stats
+    assert isinstance(stats, outcomes.Stats)
+    stats.inc_value("files/expected")
+    stats.inc_value("files/expected", 2)
+    assert stats.get_value("files/expected") == 3
+    with pytest.warns(ScrapyDeprecationWarning):
+        stats.inc_value("files/expected", spider=Spider("x"))
+    assert stats.get_stats() == {"files/expected": 4}

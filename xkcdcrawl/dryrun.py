@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from itemadapter import ItemAdapter
 from scrapy import signals
+from scrapy.exceptions import NotConfigured
 
 from xkcdcrawl.extensions.progress import is_file_request, size
 from xkcdcrawl.extensions.report import announce, spider_args
@@ -31,6 +32,9 @@ class DryRunMiddleware:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
+        # Not in a run without -a dry_run=true: not a call per request, nor per item.
+        if crawler.spider is not None and not spider_args(crawler.spider).get("dry_run"):
+            raise NotConfigured
         mw = cls(crawler)
         crawler.signals.connect(mw.item_scraped, signal=signals.item_scraped)
         return mw

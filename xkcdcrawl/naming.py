@@ -263,16 +263,26 @@ class FileNames:
         # Asked several times a file (before, while and after the download): worked out once.
         if (known := request.meta.get("store_path")) is not None:
             return str(known)
-        path = store_path(request.url, item)
-        if self._named_by_response(request, path, item):
-            # Scrapy asks for the path before downloading, to skip stored files: the name
-            # the response gave last time is in the names book, and stays the name.
-            if (chosen := self.book.get(self._key(request))) is None:
-                # Not downloaded yet: no file will be found there; choose() names it.
-                return path
-            path = str(chosen)
-        request.meta["store_path"] = path
+        path, final = self._path(request.url, item, request.meta.get("draw"))
+        if final:
+            request.meta["store_path"] = path
         return path
+
+    def path_of(self, url: str, item: Any) -> str:
+        """path(), for a file of an item before any request is made for it."""
+        return self._path(url, item, field(item, "draw") or None)[0]
+
+    def _path(self, url: str, item: Any, draw: int | None) -> tuple[str, bool]:
+        """The path, and whether it is the final one (else the response names the file)."""
+        path = store_path(url, item)
+        if not needs_response_name(url, path, field(item, "name") is not None, field(item, "draw")):
+            return path, True
+        # Scrapy asks for the path before downloading, to skip stored files: the name
+        # the response gave last time is in the names book, and stays the name.
+        if (chosen := self.book.get(f"{url}#draw={draw}")) is None:
+            # Not downloaded yet: no file will be found there; choose() names it.
+            return path, False
+        return str(chosen), True
 
     def choose(self, request: Request, response: Response, item: Any) -> str:
         """The path of a downloaded file: the response names it when the URL cannot."""
@@ -288,10 +298,6 @@ class FileNames:
         self.taken.add(chosen)
         request.meta["store_path"] = chosen
         return chosen
-
-    @staticmethod
-    def _named_by_response(request: Request, path: str, item: Any) -> bool:
-        return needs_response_name(request.url, path, field(item, "name") is not None, field(item, "draw"))
 
     @staticmethod
     def _key(request: Request) -> str:

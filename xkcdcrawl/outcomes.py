@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import IgnoreRequest
+from scrapy.statscollectors import MemoryStatsCollector
 
 if TYPE_CHECKING:
     from scrapy import Spider
@@ -97,6 +98,22 @@ EXIT_REFUSED = 2
 EXIT_INTERRUPTED = 130
 # The finish reason of a crawl refused because another crawl holds the store (xkcdcrawl.lock).
 STORE_LOCKED = "store_locked"
+
+
+class Stats(MemoryStatsCollector):
+    """Scrapy's MemoryStatsCollector (STATS_CLASS), without a toll on its own private attributes.
+
+    Scrapy 2.19's StatsCollector.__getattribute__ wraps its public methods to warn about a
+    `spider` argument, and on the way makes every attribute access, `self._stats` inside
+    inc_value() included, try a missing attribute first: a raised AttributeError for each of
+    the dozen counts a file makes. Private names go straight to the object; public ones still
+    go through Scrapy's wrapper, so its warnings stay.
+    """
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("_"):
+            return object.__getattribute__(self, name)
+        return super().__getattribute__(name)
 
 
 class Filtered(IgnoreRequest):

@@ -99,6 +99,8 @@ class NamedFilesPipeline(FilesPipeline):
     def open_spider(self, spider: Any = None) -> None:
         super().open_spider()
         self.names = FileNames(ledger(self.crawler, "names"))
+        # id(item) -> the fingerprints of its file requests, until the item is done.
+        self.fingerprints: dict[int, list[bytes]] = {}
         settings = self.crawler.settings
         # Bodies stream to disk into a local store, and into the local work folder of an s3://
         # one (uploaded from there in parts); gs:// and ftp:// take them whole.
@@ -138,8 +140,7 @@ class NamedFilesPipeline(FilesPipeline):
             return None
         files: list[FileInfo] = []
         for url in field(item, self.files_urls_field) or []:
-            request = Request(url, callback=NO_CALLBACK, meta={"draw": field(item, "draw")})
-            path = self.file_path(request, item=item)
+            path = self.names.path_of(url, item)
             stat = self.fs.stat_now(path)
             if not stat or self._changed(path, stat, item) is not None:
                 return None
@@ -203,7 +204,10 @@ class NamedFilesPipeline(FilesPipeline):
         self.crawler.stats.inc_value(EXPECTED_FILES, len(urls))  # the progress bar's total
         # A listed file is fetched wherever its redirects lead: the start host bounds pages only.
         meta = {"draw": draw, "allow_offsite": True} if draw else {"allow_offsite": True}
-        return [Request(url, callback=NO_CALLBACK, meta=meta) for url in urls]
+        requests = [Request(url, callback=NO_CALLBACK, meta=meta) for url in urls]
+        # What item_completed() forgets: the fingerprints Scrapy keeps the results under.
+        self.fingerprints[id(item)] = [self._fingerprinter.fingerprint(request) for request in requests]
+        return requests
 
     def _stream_to_partial(self, request: Request, item: Any) -> None:
         """Mark a file request so that StreamingDownloadHandler writes its body to its partial file."""
@@ -241,16 +245,17 @@ class NamedFilesPipeline(FilesPipeline):
             )
         if response.status != 200:  # Scrapy's message says only "download-error"
             raise FileException(f"HTTP {response.status}")
-        expected = response.headers.get("Content-Length")
-        if expected and expected.isdigit() and len(response.body) < int(expected):
+        length = response.headers.get("Content-Length")
+        if length and length.isdigit() and len(response.body) < int(length):
             # (decompression only makes bodies longer: shorter is always a cut)
-            raise FileException(f"short body: {len(response.body)} of {int(expected)} bytes")
+            raise FileException(f"short body: {len(response.body)} of {int(length)} bytes")
         # Not super(): it refuses empty files, which a mirror must keep.
         status = CACHED if "cached" in response.flags else self._new_status(request)
         path = self.names.choose(request, response, item)
-        checksum: str = await ensure_awaitable(self.file_downloaded(response, request, info, item=item))
+        expected = self._expected(item, header_digests(response.headers))
+        checksum = await self.file_downloaded(response, request, info, item=item, expected=expected)
         self.inc_stats(status)
-        return self._stored(request, path, checksum, status, self._expected(item, header_digests(response.headers)))
+        return self._stored(request, path, checksum, status, expected)
 
     def _expected(self, item: Any, published: dict[str, str]) -> dict[str, str]:
         """What the file must be: the listing's checksum files, then the server's digest headers."""
@@ -359,10 +364,17 @@ class NamedFilesPipeline(FilesPipeline):
         return Request(state.url, callback=NO_CALLBACK, headers=headers, meta=meta, dont_filter=True)
 
     async def file_downloaded(
-        self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, *, item: Any = None
+        self,
+        response: Response,
+        request: Request,
+        info: MediaPipeline.SpiderInfo,
+        *,
+        item: Any = None,
+        expected: dict[str, str] | None = None,
     ) -> str:
         path = self.file_path(request, response=response, info=info, item=item)
-        expected = self._expected(item, header_digests(response.headers))
+        if expected is None:
+            expected = self._expected(item, header_digests(response.headers))
         if self.fs is None:  # s3://, gs://, ftp://: Scrapy's way, with our checksum
             if problems := list(mismatches(expected, digests_of(response.body, expected))):
                 raise ChecksumError("checksum mismatch: " + "; ".join(problems))
@@ -436,9 +448,8 @@ class NamedFilesPipeline(FilesPipeline):
         # Scrapy keeps every file's result for the whole crawl, to answer a URL asked for twice
         # (scrapy/scrapy#939): memory that grows with the mirror. A URL asked for again later
         # is found in the store instead.
-        for url in urls:
-            request = Request(url, callback=NO_CALLBACK, meta={"draw": field(item, "draw")})
-            info.downloaded.pop(self._fingerprinter.fingerprint(request), None)
+        for fingerprint in self.fingerprints.pop(id(item), ()):
+            info.downloaded.pop(fingerprint, None)
         return item
 
     def _outcome(self, url: str, item: Any, status: str, reason: str, info: MediaPipeline.SpiderInfo) -> FileInfo:

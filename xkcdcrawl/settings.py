@@ -53,6 +53,8 @@ ITEM_PIPELINES = {"xkcdcrawl.pipelines.NamedFilesPipeline": 300}
 FILES_STORE = "downloads"
 FILES_EXPIRES = 365 * 100  # days: a stored file is never fetched again because of its age
 MEDIA_ALLOW_REDIRECTS = True
+# Scrapy's stats collector, without the toll on each of its private attribute reads.
+STATS_CLASS = "xkcdcrawl.outcomes.Stats"
 REQUEST_FINGERPRINTER_CLASS = "xkcdcrawl.fingerprint.DrawFingerprinter"  # repeats stay apart
 
 # Our own knobs.

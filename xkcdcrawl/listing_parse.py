@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from scrapy.http import TextResponse
@@ -27,6 +27,16 @@ _SIZE_TOKENS = re.compile(r"\S+(?: (?:[KMGTP]i?B|B|bytes)\b)?")
 _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?) ?(?P<unit>[KMGTP](?:i?B)?|B|bytes)?", re.IGNORECASE)
 
 
+class Entry(NamedTuple):
+    """A file a listing page lists."""
+
+    url: str
+    # Percent-decoded, relative to the start URL (relative_path()).
+    path: str
+    # What the page shows of it (entry_details()).
+    listed: Listed
+
+
 def split_listing(
     response: TextResponse, root: str, details: dict[str, Listed] | None = None
 ) -> tuple[list[str], list[str]]:
@@ -34,17 +44,32 @@ def split_listing(
 
     With `details`, what the page says of each file (size, date) is added to it by file URL.
     """
+    dirs, entries = list_entries(response, root)
+    if details is not None:
+        details.update((entry.url, entry.listed) for entry in entries if entry.listed)
+    return dirs, [entry.url for entry in entries]
+
+
+def list_entries(response: TextResponse, root: str) -> tuple[list[str], list[Entry]]:
+    """(sub-folder URLs, files) listed on a directory page, below root."""
     page_dir = _directory_url(response.url)
     page_path = _decode(urlsplit(response.url).path)
     seen: set[str] = set()
     dirs: list[str] = []
-    files: list[str] = []
-    # Below a page that is below root is below root: one check a link, not two.
+    files: list[Entry] = []
+    # Below a page that is below root is below root: one check a link, not two, and the
+    # path below root is the page's and the link's below the page.
     root_implied = page_dir == root or _is_below(page_dir, root)
+    prefix = relative_path(page_dir, root) if root_implied and page_dir != root else ""
     # lxml's own strings: a Selector for each of 20,000 links was a third of a re-run.
     for href in response.selector.root.xpath("//a/@href"):
         url = _entry_url(response, str(href))
-        if url is None or not _is_below(url, page_dir) or not (root_implied or _is_below(url, root)):
+        if url is None:
+            continue
+        try:
+            below_page = relative_path(url, page_dir)
+            below_root = prefix + below_page if root_implied else relative_path(url, root)
+        except ValueError:
             continue
         path = _decode(urlsplit(url).path)
         if path == page_path or path in seen:
@@ -52,10 +77,8 @@ def split_listing(
         seen.add(path)
         if url.endswith("/"):
             dirs.append(url)
-            continue
-        files.append(url)
-        if details is not None and (listed := entry_details(href.getparent())):
-            details[url] = listed
+        else:
+            files.append(Entry(url, below_root, entry_details(href.getparent())))
     return dirs, files
 
 

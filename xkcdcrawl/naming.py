@@ -207,16 +207,20 @@ def listed_place(url: str, path: str) -> tuple[str, str, str]:
     return f"{host_folder(url)}/{folder}", readable(name), readable_path
 
 
-def clear_of_folders(names: Iterable[tuple[str, str]], folders: Iterable[str]) -> dict[str, str]:
-    """New names for the (name, URL) of files listed beside a sub-folder of the same name.
+def folder_names(folders: Iterable[str]) -> set[str]:
+    """The names the sub-folder URLs of a listing page take in the store."""
+    return {
+        safe_segment(readable(unquote(f.rstrip("/").rpartition("/")[2], errors="surrogateescape"))) for f in folders
+    }
+
+
+def clear_of_folders(name: str, url: str, folders: set[str]) -> str:
+    """The name of a listed file, unless a sub-folder beside it has it (folder_names()).
 
     A listing may have both ``dup`` and ``dup/``: the folder keeps the name (its files go under
     it), the file takes the collision rule's name, the same on every run.
     """
-    taken = {
-        safe_segment(readable(unquote(f.rstrip("/").rpartition("/")[2], errors="surrogateescape"))) for f in folders
-    }
-    return {name: distinct_name(name, url, set(taken)) for name, url in names if safe_segment(name) in taken}
+    return distinct_name(name, url, set(folders)) if safe_segment(name) in folders else name
 
 
 def needs_response_name(url: str, path: str, named: bool, draw: int | None) -> bool:

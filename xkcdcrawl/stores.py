@@ -209,11 +209,11 @@ class AtomicFSFilesStore:
         if name not in self._names_in(folder):
             return {}
         try:
-            target = self._resolved(folder) / name
-            stat = target.lstat()
+            target = self._found(folder, name)
+            stat = os.lstat(target)
             if not S_ISREG(stat.st_mode):  # a symlink (or a folder): the long way, with its checks
-                target = self.resolve(path)
-                stat = target.stat()
+                resolved = self.resolve(path)
+                target, stat = str(resolved), resolved.stat()
         except (OSError, OutsideStoreError):
             return {}
         if (checksum := _recall_checksum(target, stat)) is not None:
@@ -223,13 +223,21 @@ class AtomicFSFilesStore:
     def origin(self, path: str) -> Origin:
         """What the server said of a stored file when it was stored: {} when nothing was recorded."""
         with suppress(OSError, ValueError, OutsideStoreError):
-            return cast("Origin", json.loads(os.getxattr(self.resolve(path), _ORIGIN)))
+            # Not followed: stat_now() found a regular file there, or took the long way.
+            return cast("Origin", json.loads(os.getxattr(self._found(*path.rpartition("/")[::2]), _ORIGIN)))
         return {}
 
     def remember_origin(self, path: str, origin: Origin) -> None:
         """Record what the server says of a stored file (a listing's date seen for the first time)."""
         with suppress(OSError, OutsideStoreError):
-            _remember_origin(self.resolve(path), origin)
+            target = self._found(*path.rpartition("/")[::2])
+            # Never through a symlink: what it points to may be outside the store.
+            if S_ISREG(os.lstat(target).st_mode):
+                _remember_origin(Path(target), origin)
+
+    def _found(self, folder: str, name: str) -> str:
+        """The file system path of a name in a store folder, the folder checked once (_resolved())."""
+        return f"{self._resolved(folder)}/{name}"
 
     def _target(self, path: str | os.PathLike[str]) -> Path:
         """Where a store path is written: in its folder, made if need be, checked to be inside the store."""
@@ -332,7 +340,7 @@ def _remember_origin(path: Path, origin: Origin) -> None:
         os.setxattr(path, _ORIGIN, json.dumps(origin, separators=(",", ":")).encode())
 
 
-def _recall_checksum(path: Path, stat: os.stat_result) -> str | None:
+def _recall_checksum(path: Path | str, stat: os.stat_result) -> str | None:
     try:
         size, mtime, checksum = os.getxattr(path, _XATTR).decode().split(":")
     except (OSError, ValueError):

@@ -12,8 +12,8 @@ from scrapy.http import TextResponse
 from xkcdcrawl.args import ListingArgs, globs
 from xkcdcrawl.checksums import parse_sums, sums_algorithm
 from xkcdcrawl.items import FileItem
-from xkcdcrawl.listing_parse import Listed, relative_path, split_listing
-from xkcdcrawl.naming import clear_of_folders, listed_place
+from xkcdcrawl.listing_parse import Entry, list_entries, relative_path
+from xkcdcrawl.naming import clear_of_folders, folder_names, listed_place
 from xkcdcrawl.outcomes import EMPTY_PAGES, FILES_NOT_WANTED, is_policy, log_error, reason
 
 if TYPE_CHECKING:
@@ -23,11 +23,12 @@ if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
 
-def listed_file(url: str, root: str | None) -> FileItem:
-    """A listed file, stored as <host>[_port]/<its path on the server>."""
-    path = (
-        relative_path(url, root) if root else unquote(urlsplit(url).path, errors="surrogateescape").rpartition("/")[2]
-    )
+def listed_file(url: str, root: str | None, path: str | None = None) -> FileItem:
+    """A listed file, stored as <host>[_port]/<its path on the server>: below root (or as given)."""
+    if path is None and root:
+        path = relative_path(url, root)
+    elif path is None:
+        path = unquote(urlsplit(url).path, errors="surrogateescape").rpartition("/")[2]
     folder, name, path = listed_place(url, path)
     return FileItem(url=url, folder=folder, name=name, path=path, file_urls=[url])
 
@@ -129,31 +130,34 @@ class ListingSpider(scrapy.Spider):
                 "%s is not a listing page (%s), skipped", response.url, response.headers.get("Content-Type")
             )
             return
-        details: dict[str, Listed] = {}
-        dirs, files = split_listing(response, root, details)
-        if not dirs and not files:
+        dirs, entries = list_entries(response, root)
+        if not dirs and not entries:
             self.crawler.stats.inc_value(EMPTY_PAGES)
             self.logger.info("Empty listing: %s", response.url)
-        items = []
-        for url in files:
-            item = listed_file(url, root)
-            item.listed = details.get(url, {})
-            if wanted(item.name or "", self.accept, self.reject):
-                items.append(item)
-            else:
-                self.crawler.stats.inc_value(FILES_NOT_WANTED)
-        # A file beside a sub-folder of the same name (dup and dup/): both kept.
-        if dirs and (renamed := clear_of_folders(((i.name or "", i.url) for i in items), dirs)):
-            for item in items:
-                item.name = renamed.get(item.name or "", item.name)
-        # Checksum files (SHA256SUMS, x.iso.sha256...) say what the files beside them must be:
-        # read first, the files then go with the digests the pipeline checks them against.
-        sums = [i for i in items if sums_algorithm(i.name or "")]
-        if sums:
-            yield self.sums_request(sums, items)
-        else:
-            yield from items
+        # Sub-folders first: their pages are read while this page's files download.
         if self.args.depth is None or depth < self.args.depth:
             yield from response.follow_all(
                 dirs, self.parse_listing, errback=self.page_failed, cb_kwargs={"root": root, "depth": depth + 1}
             )
+        # A file beside a sub-folder of the same name (dup and dup/): both kept.
+        beside = folder_names(dirs)
+        items = (item for entry in entries if (item := self.listed(entry, beside)) is not None)
+        # Checksum files (SHA256SUMS, x.iso.sha256...) say what the files beside them must be:
+        # read first, the files then go with the digests the pipeline checks them against.
+        if any(sums_algorithm(entry.path.rpartition("/")[2]) for entry in entries):
+            listed = list(items)
+            yield self.sums_request([i for i in listed if sums_algorithm(i.name or "")], listed)
+        else:
+            # One at a time, as the pipeline takes them: a page's items are not all in memory at once.
+            yield from items
+
+    def listed(self, entry: Entry, beside: set[str]) -> FileItem | None:
+        """The item of a listed file, or None for a file accept/reject leaves out."""
+        item = listed_file(entry.url, None, entry.path)
+        if not wanted(item.name or "", self.accept, self.reject):
+            self.crawler.stats.inc_value(FILES_NOT_WANTED)
+            return None
+        item.listed = entry.listed
+        if beside:
+            item.name = clear_of_folders(item.name or "", entry.url, beside)
+        return item

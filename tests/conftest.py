@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -9,16 +10,19 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
+import pytest_twisted  # type: ignore[import-untyped]
+from scrapy.utils.defer import deferred_from_coro
 from servers.faultserver import FaultServer
 from servers.redisserver import redis_server
 from servers.xkcdsite import Servers, Site
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Coroutine, Iterator
 
+T = TypeVar("T")
 PROJECT = Path(__file__).resolve().parent.parent
 # Where the store writes a file before it renames it into place (AtomicFSFilesStore.partial).
 PARTIAL = Path(".xkcdcrawl", "partial")
@@ -138,3 +142,14 @@ def redis_url() -> Iterator[str]:
     """A redis-server of the test module's own on 127.0.0.1 (tests/servers/redisserver.py)."""
     with redis_server() as url:
         yield url
+
+
+def in_asyncio(test: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Any]:
+    """An async test run as an asyncio task: pytest-twisted's own runs on Twisted, where asyncio futures cannot be awaited."""
+
+    @functools.wraps(test)
+    async def run(*args: Any, **kwargs: Any) -> T:
+        result: T = await deferred_from_coro(test(*args, **kwargs))
+        return result
+
+    return pytest_twisted.ensureDeferred(run)  # type: ignore[no-any-return]

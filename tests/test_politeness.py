@@ -8,20 +8,19 @@ as FaultServer does at the other end of a socket in the end-to-end tests.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from datetime import UTC, datetime
 from time import monotonic
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import pytest
-import pytest_twisted  # type: ignore[import-untyped]
+from conftest import in_asyncio
 from scrapy import Request, Spider
 from scrapy.core.engine import ExecutionEngine
 from scrapy.http import Response
 from scrapy.settings.default_settings import DOWNLOADER_MIDDLEWARES_BASE
 from scrapy.utils.asyncio import sleep
-from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.misc import build_from_crawler
 from scrapy.utils.test import get_crawler
 
@@ -29,8 +28,6 @@ from xkcdcrawl import settings as project_settings
 from xkcdcrawl.politeness import BackoffRetryMiddleware, HostGate, Policy, retry_after
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
-
     from scrapy.core.downloader import Downloader
     from scrapy.crawler import Crawler
 
@@ -40,17 +37,6 @@ GATE = "xkcdcrawl.politeness.HostGate"
 # Our knobs' defaults live in the project's settings module, which get_crawler() does not read.
 OURS = {name: value for name, value in vars(project_settings).items() if name.startswith("XKCDCRAWL_")}
 TRANSFER = 0.05
-
-
-def in_asyncio(test: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Any]:
-    """An async test run as an asyncio task: pytest-twisted's own runs on Twisted, where asyncio futures cannot be awaited."""
-
-    @functools.wraps(test)
-    async def run(*args: Any, **kwargs: Any) -> T:
-        result: T = await deferred_from_coro(test(*args, **kwargs))
-        return result
-
-    return pytest_twisted.ensureDeferred(run)  # type: ignore[no-any-return]
 
 
 class CountingHandler:

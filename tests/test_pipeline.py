@@ -50,7 +50,12 @@ def listed(name: str, **listed: str) -> FileItem:
 
 
 async def store(
-    pipeline: NamedFilesPipeline, item: FileItem, body: bytes, *, request: Request | None = None, **headers: str
+    pipeline: NamedFilesPipeline,
+    item: FileItem,
+    body: bytes,
+    *,
+    request: Request | None = None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """What the pipeline makes of a 200 response with this body: stored, and its outcome."""
     request = request or file_request(item)
@@ -73,7 +78,7 @@ async def test_a_name_the_response_gives_is_kept_for_the_next_run(tmp_path: Path
     # Before the response, the URL's own name; after it, Content-Disposition's, once per folder.
     assert first.file_path(file_request(items[0]), item=items[0]) == "h.test/get"
     disposition = {"Content-Disposition": 'attachment; filename="report.pdf"'}
-    stored = [await store(first, item, b"%d" % n, **disposition) for n, item in enumerate(items)]
+    stored = [await store(first, item, b"%d" % n, headers=disposition) for n, item in enumerate(items)]
     first.close_spider()
     assert stored[0]["path"] == "h.test/report.pdf"
     other = hashlib.sha1(items[1].url.encode()).hexdigest()[:8]
@@ -113,7 +118,9 @@ async def test_a_file_stored_before_dates_were_kept_adopts_the_listings_date(pip
 async def test_revalidate_asks_the_server_and_a_304_keeps_the_file(tmp_path: Path) -> None:
     pipeline = open_pipeline(tmp_path / "store", XKCDCRAWL_REVALIDATE=True)
     item = FileItem(url="http://h.test/a.txt", folder="h.test", file_urls=["http://h.test/a.txt"])
-    stored = await store(pipeline, item, b"one", ETag='"v1"', **{"Last-Modified": "Tue, 01 Dec 2026 20:00:00 GMT"})
+    stored = await store(
+        pipeline, item, b"one", headers={"ETag": '"v1"', "Last-Modified": "Tue, 01 Dec 2026 20:00:00 GMT"}
+    )
     assert pipeline._all_stored(item) is None
     request = file_request(item)
     assert await pipeline.media_to_download(request, pipeline.spiderinfo, item=item) is None

@@ -15,6 +15,7 @@ from xkcdcrawl.items import FileItem
 from xkcdcrawl.listing_parse import Entry, list_entries, relative_path
 from xkcdcrawl.naming import clear_of_folders, folder_names, listed_place
 from xkcdcrawl.outcomes import EMPTY_PAGES, FILES_NOT_WANTED, is_policy, log_error, reason
+from xkcdcrawl.spiders import ArgsSpider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -44,15 +45,14 @@ def wanted(name: str, accept: tuple[str, ...], reject: tuple[str, ...]) -> bool:
     return not any(fnmatchcase(name, p) for p in reject)
 
 
-class ListingSpider(scrapy.Spider):
+class ListingSpider(ArgsSpider[ListingArgs]):
     """A directory listing and its sub-folders: scrapy crawl listing -a url=https://host/pub/"""
 
     name = "listing"
     args_model = ListingArgs
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
-        self.args = ListingArgs.from_kwargs(kwargs)
+        super().__init__(**kwargs)
         self.allowed_domains = [urlsplit(self.args.url).hostname or ""]
         self.accept = globs(self.args.accept) if self.args.accept else ()
         self.reject = globs(self.args.reject) if self.args.reject else ()

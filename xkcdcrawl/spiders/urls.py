@@ -6,7 +6,6 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
-import scrapy
 from itemadapter import ItemAdapter
 from scrapy import signals
 from scrapy.utils.asyncio import call_later
@@ -17,6 +16,7 @@ from xkcdcrawl.args import UrlsArgs
 from xkcdcrawl.items import FileItem
 from xkcdcrawl.naming import distinct_name, host_folder, numbered, url_file_name
 from xkcdcrawl.outcomes import BAD_URLS, IDENTICAL_DRAWS
+from xkcdcrawl.spiders import ArgsSpider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -36,15 +36,14 @@ def file_items(url: str, repeat: int = 1) -> Iterator[FileItem]:
         )
 
 
-class UrlsSpider(scrapy.Spider):
+class UrlsSpider(ArgsSpider[UrlsArgs]):
     """A list of file URLs: scrapy crawl urls -a file=urls.txt (or -a urls=URL1,URL2 -a repeat=10)"""
 
     name = "urls"
     args_model = UrlsArgs
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
-        self.args = UrlsArgs.from_kwargs(kwargs)
+        super().__init__(**kwargs)
         self.draws: dict[tuple[str, str], str] = {}  # (URL, checksum) -> first path with it
         self.pending = 0  # items yielded whose files are not all done yet
         self.waiter: Deferred[None] | None = None

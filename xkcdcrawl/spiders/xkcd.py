@@ -15,6 +15,7 @@ from xkcdcrawl.archive import DownloadArchive
 from xkcdcrawl.args import XkcdArgs
 from xkcdcrawl.items import ComicItem
 from xkcdcrawl.outcomes import ARCHIVE_SKIPPED, COMICS_MISSING, COMICS_WITHOUT_IMAGE, log_error, reason
+from xkcdcrawl.spiders import ArgsSpider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
@@ -95,7 +96,7 @@ def with_page(item: ComicItem, page: PageComic, hires: bool) -> ComicItem:
     )
 
 
-class XkcdSpider(scrapy.Spider):
+class XkcdSpider(ArgsSpider[XkcdArgs]):
     """Comics START..END: scrapy crawl xkcd -a start=1 -a end=1400"""
 
     name = "xkcd"
@@ -106,8 +107,7 @@ class XkcdSpider(scrapy.Spider):
     archive: DownloadArchive | None = None
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__()  # not **kwargs: Scrapy would set self.start = "1" over start()
-        self.args = XkcdArgs.from_kwargs(kwargs)
+        super().__init__(**kwargs)
         self.allowed_domains = [urlsplit(self.args.base_url).hostname or ""]
         self.missing: set[int] = set()  # numbers that answered 404, until a later one exists
         self.highest = 0  # the highest number that answered with a record

@@ -46,7 +46,8 @@ class Ledger:
         self.data[key] = value
         if self._out is not None:
             self._out.write(json.dumps({"key": key, "value": value}) + "\n")
-            self._out.flush()  # a killed run keeps what it recorded
+            # Flushed at once: a killed run keeps what it recorded.
+            self._out.flush()
 
     def close(self) -> None:
         if self._out is not None:
@@ -62,7 +63,8 @@ class Ledger:
                 record = json.loads(line)
                 data[record["key"]] = record["value"]
             except (ValueError, KeyError, TypeError):
-                continue  # blank, or a line cut short by a killed run
+                # A blank line, or one cut short by a killed run.
+                continue
         return data
 
 

@@ -63,7 +63,8 @@ class ListingSpider(ArgsSpider[ListingArgs]):
             yield scrapy.Request(
                 url, self.parse_listing, errback=self.start_failed, cb_kwargs={"root": url, "depth": 0}, meta=START
             )
-        else:  # a listing without its slash, or one file: ask the server which
+        else:
+            # A listing without its slash, or one file: ask the server which.
             yield scrapy.Request(url, self.parse_start, method="HEAD", errback=self.start_failed, meta=START)
 
     def start_failed(self, failure: Failure) -> None:
@@ -93,7 +94,8 @@ class ListingSpider(ArgsSpider[ListingArgs]):
         algorithm = sums_algorithm(name)
         assert algorithm is not None
         digests = parse_sums(response.text if isinstance(response, TextResponse) else "", algorithm)
-        if not digests and name.lower().endswith(f".{algorithm}"):  # "x.iso.sha256" may hold just the hash
+        # "x.iso.sha256" may hold just the hash.
+        if not digests and name.lower().endswith(f".{algorithm}"):
             text = response.body.decode("latin-1").split()
             digests = parse_sums(f"{text[0]}  {name.rsplit('.', 1)[0]}", algorithm) if text else {}
         folder = sums[0].path.rpartition("/")[0] if sums[0].path else ""

@@ -109,8 +109,10 @@ class XkcdSpider(ArgsSpider[XkcdArgs]):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.allowed_domains = [urlsplit(self.args.base_url).hostname or ""]
-        self.missing: set[int] = set()  # numbers that answered 404, until a later one exists
-        self.highest = 0  # the highest number that answered with a record
+        # The numbers that answered 404, until a later one exists.
+        self.missing: set[int] = set()
+        # The highest number that answered with a record.
+        self.highest = 0
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -123,7 +125,8 @@ class XkcdSpider(ArgsSpider[XkcdArgs]):
         return self.archive_key_for(item.num) if isinstance(item, ComicItem) else None
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
-        if self.args.end is None:  # learn the newest number; parse_latest() yields the range
+        # Without an end, learn the newest number: parse_latest() yields the range.
+        if self.args.end is None:
             yield scrapy.Request(f"{self.args.base_url}/info.0.json", self.parse_latest, errback=self.api_failed)
             return
         for request in self.comic_requests(self.args.start, self.args.end):
@@ -159,7 +162,8 @@ class XkcdSpider(ArgsSpider[XkcdArgs]):
             self.logger.info("Skipped %d comics already complete (archive %s)", skipped, self.archive.path)
 
     def parse_info(self, response: Response, num: int) -> Iterator[scrapy.Request | ComicItem]:
-        if response.status == 404:  # 404 ("Not Found") is the one number xkcd skipped
+        # 404 ("Not Found") is the one number xkcd skipped.
+        if response.status == 404:
             self.crawler.stats.inc_value(COMICS_MISSING)
             self.logger.info("Comic %d does not exist (HTTP 404)", num)
             self.missing.add(num)

@@ -6,8 +6,8 @@ body streams to a partial file in a local work folder (XKCDCRAWL_WORK_DIR, by de
 and is then uploaded from that file in parts of PART_SIZE bytes (a multipart upload), so memory does
 not grow with the file. Its sha256 goes with it as object metadata, which stat_file() answers with.
 
-The bookkeeping (the download archive, the names book) lives in the bucket, under
-``<prefix>.xkcdcrawl/<ledger>/``: each run reads every object there at its start and, at its end,
+The download archive and the names book live in the bucket's bookkeeping folder, one folder each,
+``<prefix>.xkcdcrawl/<ledger name>/``: each run reads every object there at its start and, at its end,
 writes one object with all it read and all it added, then deletes the ones it read. Workers that
 run at once each write their own object; the next run merges them. A run that is killed leaves
 what it added in its local copy (in the work folder): the next run on that machine writes it back.

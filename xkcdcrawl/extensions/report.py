@@ -1,4 +1,4 @@
-"""The run report in FILES_STORE/.xkcdcrawl/, the end summary, and -a retry_failed=true.
+"""The run report in the bookkeeping folder (FILES_STORE/.xkcdcrawl/), the end summary, and -a retry_failed=true.
 
 The report is ``.xkcdcrawl/reports/<spider>-<UTC time>.json``, and the latest complete run's is also
 ``.xkcdcrawl/report-<spider>.json``. Its ``files`` hold one row per line, so that a reader

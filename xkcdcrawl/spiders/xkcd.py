@@ -159,7 +159,7 @@ class XkcdSpider(ArgsSpider[XkcdArgs]):
             )
         if skipped and self.archive is not None:
             self.crawler.stats.inc_value(ARCHIVE_SKIPPED, skipped)
-            self.logger.info("Skipped %d comics already complete (archive %s)", skipped, self.archive.path)
+            self.logger.info("Skipped %d comics already complete (download archive %s)", skipped, self.archive.path)
 
     def parse_info(self, response: Response, num: int) -> Iterator[scrapy.Request | ComicItem]:
         # 404 ("Not Found") is the one number xkcd skipped.
@@ -184,7 +184,7 @@ class XkcdSpider(ArgsSpider[XkcdArgs]):
             yield self.finish(with_page(item, NO_PAGE, hires=False))
 
     def settle_missing(self) -> None:
-        """A 404 below a comic that exists is gone for good (xkcd 404): the archive skips it next time."""
+        """A 404 below a comic that exists is gone for good (xkcd 404): the download archive skips it next time."""
         gone = {num for num in self.missing if num < self.highest}
         self.missing -= gone
         if self.archive is not None:

@@ -82,7 +82,7 @@ class Run:
 
 
 def stored_files(store: Path) -> dict[str, bytes]:
-    """Every file under the store but our bookkeeping in .xkcdcrawl/: {relative path: bytes}.
+    """Every file under the store but the bookkeeping folder, .xkcdcrawl/: {relative path: bytes}.
 
     Files left in the partial folder are included: a test that finds one has found a bug.
     """

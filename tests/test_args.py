@@ -13,6 +13,7 @@ from scrapy.utils.test import get_crawler
 
 from xkcdcrawl.args import SpiderArgs, XkcdArgs, describe
 from xkcdcrawl.commands.crawl import Command
+from xkcdcrawl.spiders import ArgsSpider
 from xkcdcrawl.spiders.xkcd import XkcdSpider
 
 if TYPE_CHECKING:
@@ -35,12 +36,15 @@ def test_every_spider_has_good_arguments_here() -> None:
 @pytest.mark.parametrize("name", sorted(GOOD))
 def test_from_crawler_binds_the_spiders_argument_model(name: str) -> None:
     spidercls = LOADER.load(name)
-    spider = spidercls.from_crawler(get_crawler(spidercls), **GOOD[name])
-    model: type[SpiderArgs] = getattr(spidercls, "args_model", SpiderArgs)
-    args = getattr(spider, "args", None)
-    assert type(args) is model
+    # scrapyd adds -a _job=<id> to every job.
+    spider = spidercls.from_crawler(get_crawler(spidercls), _job="1f2e", **GOOD[name])
+    assert isinstance(spider, ArgsSpider)
+    model = spider.args_model
+    assert type(spider.args) is model
     assert model is not SpiderArgs
-    assert args == model.from_kwargs(GOOD[name])
+    assert spider.args == model.from_kwargs(GOOD[name])
+    # No raw -a string is set as an attribute, as Scrapy's Spider.__init__(**kwargs) would.
+    assert all(vars(spider).get(key) != value for key, value in GOOD[name].items())
 
 
 def test_runner_arguments_are_dropped_and_values_typed() -> None:

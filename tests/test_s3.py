@@ -63,7 +63,7 @@ def s3_crawl(s3: S3Server, work: Path, store: str, *args: str) -> Any:
 
 
 def objects(s3: S3Server, prefix: str) -> dict[str, bytes]:
-    """Every object under the prefix but our bookkeeping: {key below the prefix: bytes}."""
+    """Every object under the prefix but the bookkeeping folder: {key below the prefix: bytes}."""
     client, found = s3.client(), {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
         for entry in page.get("Contents", []):
@@ -99,7 +99,7 @@ def test_a_listing_mirrored_into_s3_is_exact_and_a_rerun_fetches_no_file(
     assert "Files: 0 downloaded, 35 uptodate" in again.stderr
     file_hits = {path: n - before.get(path, 0) for path, n in site.hits.items() if path.endswith(".bin")}
     assert set(file_hits.values()) == {0}  # no file request at all
-    assert puts(s3, seen) == []  # nothing written: no file, and the ledgers had nothing new
+    assert puts(s3, seen) == []  # nothing written: no file, and the download archive and names book had nothing new
     assert objects(s3, "listing/") == expected
     assert not list((tmp_path / "elsewhere").rglob("*.part"))
 
@@ -188,11 +188,11 @@ def test_a_bucket_that_cannot_be_used_is_one_line_before_any_request(
 
 
 def test_what_a_killed_run_recorded_is_written_back_by_the_next_run_there(s3: S3Server, tmp_path: Path) -> None:
-    def open_ledger(work: Path) -> BucketLedger:
-        settings = {**s3.settings(), "FILES_STORE": f"s3://{BUCKET}/ledger/", "XKCDCRAWL_WORK_DIR": str(work)}
+    def open_names_book(work: Path) -> BucketLedger:
+        settings = {**s3.settings(), "FILES_STORE": f"s3://{BUCKET}/book/", "XKCDCRAWL_WORK_DIR": str(work)}
         return bucket_ledger(get_crawler(settings_dict=settings), "names")
 
-    killed, running = open_ledger(tmp_path / "work"), open_ledger(tmp_path / "work")
+    killed, running = open_names_book(tmp_path / "work"), open_names_book(tmp_path / "work")
     killed.record("http://h.test/get?id=1", "h.test/report.pdf")
     running.record("http://h.test/get?id=2", "h.test/other.pdf")
     # killed dies: its copy stays behind under a process id that is gone.
@@ -202,18 +202,18 @@ def test_what_a_killed_run_recorded_is_written_back_by_the_next_run_there(s3: S3
     stem, _, token = killed.path.stem.rpartition("-")
     killed.path.rename(killed.path.with_name(f"{stem.rpartition('-')[0]}-{gone.pid}-{token}.jsonl"))
 
-    after = open_ledger(tmp_path / "work")  # the next run on that machine
+    after = open_names_book(tmp_path / "work")  # the next run on that machine
     assert after.get("http://h.test/get?id=1") == "h.test/report.pdf"
     assert after.get("http://h.test/get?id=2") is None  # a live run's is its own
     after.close()
     running.close()
-    elsewhere = open_ledger(tmp_path / "other")
+    elsewhere = open_names_book(tmp_path / "other")
     assert elsewhere.data == {
         "http://h.test/get?id=1": "h.test/report.pdf",
         "http://h.test/get?id=2": "h.test/other.pdf",
     }
     elsewhere.close()
-    assert len(s3.client().list_objects_v2(Bucket=BUCKET, Prefix="ledger/.xkcdcrawl/names/")["Contents"]) == 1  # merged
+    assert len(s3.client().list_objects_v2(Bucket=BUCKET, Prefix="book/.xkcdcrawl/names/")["Contents"]) == 1  # merged
 
 
 def test_remote_stores_take_no_lock() -> None:

@@ -1,4 +1,9 @@
-"""Bookkeeping in FILES_STORE/.xkcdcrawl/: what is complete, and names chosen from responses."""
+"""The bookkeeping folder, FILES_STORE/.xkcdcrawl/: the download archive and the names book.
+
+Both are ledgers, dicts kept as JSON lines there: the download archive (``archive-<spider>.jsonl``)
+holds the items whose files are all stored, the names book (``names.jsonl``) the names chosen from
+responses (xkcdcrawl.naming.FileNames). Run reports and the store lock live in the folder too.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ def local_store(crawler: Crawler) -> Path | None:
 
 
 class Ledger:
-    """A dict kept as JSON lines, appended to as it grows; in memory only without a path."""
+    """A ledger: a dict kept as JSON lines, appended to as it grows; in memory only without a path."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -46,7 +51,8 @@ class Ledger:
         self.data[key] = value
         if self._out is not None:
             self._out.write(json.dumps({"key": key, "value": value}) + "\n")
-            self._out.flush()  # a killed run keeps what it recorded
+            # Flushed at once: a killed run keeps what it recorded.
+            self._out.flush()
 
     def close(self) -> None:
         if self._out is not None:
@@ -62,12 +68,13 @@ class Ledger:
                 record = json.loads(line)
                 data[record["key"]] = record["value"]
             except (ValueError, KeyError, TypeError):
-                continue  # blank, or a line cut short by a killed run
+                # A blank line, or one cut short by a killed run.
+                continue
         return data
 
 
 def ledger(crawler: Crawler, name: str) -> Ledger:
-    """The ledger FILES_STORE/.xkcdcrawl/<name>.jsonl (in the bucket for s3://, in memory for other remote stores)."""
+    """The ledger <name>.jsonl of the bookkeeping folder (in the bucket for s3://, in memory for other remote stores)."""
     root = local_store(crawler)
     if root is None and str(crawler.settings.get("FILES_STORE")).startswith("s3://"):
         from xkcdcrawl.s3store import bucket_ledger

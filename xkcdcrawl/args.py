@@ -26,12 +26,14 @@ class SpiderArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dry_run: bool = False  # list the files a run would fetch, fetch none
-    retry_failed: bool = False  # fetch only the files the last run report lists as failed
+    # List the files a run would fetch, and fetch none.
+    dry_run: bool = False
+    # Fetch only the files the last run report lists as failed.
+    retry_failed: bool = False
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> Self:
-        # scrapyd adds -a _job=<id>: underscore keys belong to the runner
+        # scrapyd adds -a _job=<id>: underscore keys belong to the runner.
         return cls.model_validate({k: v for k, v in kwargs.items() if not k.startswith("_")})
 
 
@@ -45,9 +47,9 @@ def http_url(value: str, *, strip: bool = True) -> str:
 
 class XkcdArgs(SpiderArgs):
     start: PositiveInt = Field(1, description="first comic number", examples=["1"])
-    # None: up to the newest comic
+    # None means up to the newest comic.
     end: PositiveInt | None = Field(None, description="last comic number (none: the newest)", examples=["1400"])
-    # a mirror, or the tests' 127.0.0.1 site
+    # A mirror, or the tests' 127.0.0.1 site.
     base_url: str = Field("https://xkcd.com", description="the site or a mirror", examples=["https://xkcd.com"])
     hires: bool = Field(False, description="store the 2x image where the page offers one", examples=["true"])
 
@@ -117,7 +119,7 @@ class UrlsArgs(SpiderArgs):
         None, description="a text file of URLs, one a line (# comments skipped); or give urls", examples=["urls.txt"]
     )
     urls: str | None = Field(None, description="comma-separated URLs; or give file", examples=["https://host/a.pdf"])
-    # random-image endpoints answer a different file each time
+    # Random-image endpoints answer a different file each time.
     repeat: PositiveInt = Field(1, description="fetch each URL this many times", examples=["10"])
 
     @model_validator(mode="after")

@@ -28,7 +28,8 @@ class DryRunMiddleware:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self.sizes: dict[str, int | None] = {}  # URL -> Content-Length of its HEAD, until its item is listed
+        # The Content-Length of each URL's HEAD, kept until its item is listed.
+        self.sizes: dict[str, int | None] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -53,7 +54,8 @@ class DryRunMiddleware:
         assert self.crawler.engine is not None
         try:
             response = await self.crawler.engine.download_async(request.replace(method="HEAD"))
-        except Exception as error:  # any failure only means the size is unknown
+        except Exception as error:
+            # Any failure only means that the size is unknown.
             self.crawler.spider.logger.info("HEAD %s: %s", request.url, reason(error))  # type: ignore[union-attr]
             return None
         length = response.headers.get("Content-Length")

@@ -14,12 +14,15 @@ class ComicItem:
     title: str
     safe_title: str
     alt: str
-    date: str  # ISO 8601, from the API's unpadded year/month/day
+    # ISO 8601, made from the API's unpadded year, month and day.
+    date: str
     page_url: str
-    image_url: str | None  # None: an interactive comic with no static image
+    # None for an interactive comic with no static image.
+    image_url: str | None
     # Only the comic page gives it: None unless the page was read (hires, or no image in the API).
     image_2x_url: str | None = None
-    link: str = ""  # the API's link (often a large version), else the page's when it was read
+    # The API's link (often a large version), else the page's when the page was read.
+    link: str = ""
     folder: str = "xkcd"
     file_urls: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
@@ -31,10 +34,14 @@ class FileItem:
 
     url: str
     folder: str
-    name: str | None = None  # the spider's own name for it; None: the name in the URL
-    path: str | None = None  # where it was listed, relative to the start URL
-    draw: int | None = None  # which of `repeat` fetches of one URL
-    digests: dict[str, str] = field(default_factory=dict)  # what a checksum file says it is: {"sha256": hex}
+    # The spider's own name for the file; None means the name in the URL.
+    name: str | None = None
+    # Where the file was listed, relative to the start URL.
+    path: str | None = None
+    # Which of `repeat` fetches of one URL this is.
+    draw: int | None = None
+    # What a checksum file says the file is: {"sha256": hex}.
+    digests: dict[str, str] = field(default_factory=dict)
     # What the listing shows of it, as shown: {"size": "4.1K", "date": "01-Dec-2026 21:00"}.
     listed: dict[str, str] = field(default_factory=dict)
     file_urls: list[str] = field(default_factory=list)

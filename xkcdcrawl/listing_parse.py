@@ -166,7 +166,8 @@ def _entry_url(response: TextResponse, href: str) -> str | None:
         if parts.scheme not in _SCHEMES or parts.query or "\\" in absolute:
             return None
         return safe_url_string(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
-    except ValueError:  # broken host or port
+    except ValueError:
+        # The host or the port is broken.
         return None
 
 

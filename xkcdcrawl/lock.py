@@ -1,6 +1,6 @@
-"""One crawl per store: a lock in FILES_STORE/.xkcdcrawl/ held from spider_opened to spider_closed.
+"""One crawl per store: a lock in the bookkeeping folder, held from spider_opened to spider_closed.
 
-Each running crawl has a record, ``.xkcdcrawl/crawls/<host>-<pid>.json`` (pid, host, spider,
+Each running crawl has a record, ``FILES_STORE/.xkcdcrawl/crawls/<host>-<pid>.json`` (pid, host, spider,
 start time, heartbeat, crawl key), and holds an flock on it for its whole run. The kernel drops
 that flock when the process ends, however it ends (SIGKILL, out of memory, a cancelled scrapyd job),
 so a record whose flock can be taken belongs to a dead crawl and is taken over. Records from other

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
     from xkcdcrawl.archive import Ledger
 
-MAX_NAME_BYTES = 255  # NAME_MAX on ext4, xfs, btrfs, tmpfs
+# NAME_MAX on ext4, xfs, btrfs and tmpfs.
+MAX_NAME_BYTES = 255
 # Windows refuses these as names with any extension; the files may be copied there.
 _RESERVED = re.compile(r"(?i)^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\.|$)")
 _SEPARATORS = str.maketrans({"/": "_", "\\": "_"})
@@ -84,14 +85,16 @@ def readable(text: str) -> str:
     return raw.decode("utf-8", "xkcdcrawl-percent")
 
 
-@functools.lru_cache(maxsize=1 << 16)  # a file's path is asked for several times per download
+# A file's path is asked for several times per download.
+@functools.lru_cache(maxsize=1 << 16)
 def safe_segment(name: str) -> str:
     """One path component that cannot climb, hide or break a file system."""
     name = readable(name)
     # Cc: control characters and NUL; Cf: invisible format characters such as U+202E.
     text = "".join(c for c in name if unicodedata.category(c) not in {"Cc", "Cf"})
     text = text.translate(_SEPARATORS).strip().rstrip(". ")
-    if not text.strip("."):  # "", ".", "..": nothing a file can be called
+    # "", "." and ".." are nothing a file can be called.
+    if not text.strip("."):
         return "_" + text if text else "_"
     if _RESERVED.match(text):
         text = "_" + text
@@ -105,7 +108,8 @@ def _truncate(name: str, limit: int = MAX_NAME_BYTES) -> str:
     stem, ext = posixpath.splitext(name)
     if len(ext.encode()) > 16:
         stem, ext = name, ""
-    tag = "~" + hashlib.sha1(name.encode()).hexdigest()[:8]  # keeps cut names distinct
+    # The hash keeps cut names distinct.
+    tag = "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
     room = limit - len(ext.encode()) - len(tag)
     cut = stem.encode()[:room].decode(errors="ignore")
     return cut + tag + ext
@@ -130,7 +134,8 @@ def host_folder(url: str) -> str:
     host = parts.hostname or "unknown-host"
     try:
         port = parts.port
-    except ValueError:  # not a number: no request can reach it anyway
+    except ValueError:
+        # Not a number: no request can reach it anyway.
         port = None
     if port is not None and port != _DEFAULT_PORTS.get(parts.scheme.lower()):
         host = f"{host}_{port}"

@@ -87,9 +87,12 @@ COUNTED = (
 FAILURES = (FILE_STATUS + FAILED, BAD_URLS, ERRORS)
 
 # The policy sources: the only refusals counted as filtered. Each raises Filtered with its name.
-OFFSITE = "offsite"  # a page outside the start host (xkcdcrawl.filters.Offsite)
-ROBOTS_TXT = "robots.txt"  # ROBOTSTXT_OBEY (xkcdcrawl.filters.RobotsTxt)
-DRY_RUN = "dry run"  # -a dry_run=true (xkcdcrawl.dryrun)
+# Raised by xkcdcrawl.filters.Offsite for a page outside the start host.
+OFFSITE = "offsite"
+# Raised by xkcdcrawl.filters.RobotsTxt when ROBOTSTXT_OBEY is on.
+ROBOTS_TXT = "robots.txt"
+# Raised by xkcdcrawl.dryrun for -a dry_run=true.
+DRY_RUN = "dry run"
 POLICY = frozenset({OFFSITE, ROBOTS_TXT, DRY_RUN})
 
 # Exit statuses.
@@ -158,7 +161,8 @@ def reason(exc: BaseException | None) -> str:
         return "host name not found"
     text = str(exc).strip()
     if isinstance(exc, FileException | IgnoreRequest) and text:
-        return text  # our own words already, or the middleware's
+        # Our own words already, or the middleware's.
+        return text
     name = type(exc).__name__
     return f"{name}: {text}" if text and text != name else name
 

@@ -69,7 +69,8 @@ return {moved, busy}
 """
 
 
-class ReliableQueue(PriorityQueue):  # type: ignore[misc]  # scrapy-redis has no type hints
+# scrapy-redis has no type hints, hence the type: ignore.
+class ReliableQueue(PriorityQueue):  # type: ignore[misc]
     """scrapy-redis's PriorityQueue whose pop keeps the request until it is acknowledged."""
 
     def __init__(self, server: Any, spider: Spider, key: str, serializer: Any = None) -> None:

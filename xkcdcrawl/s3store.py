@@ -6,8 +6,8 @@ body streams to a partial file in a local work folder (XKCDCRAWL_WORK_DIR, by de
 and is then uploaded from that file in parts of PART_SIZE bytes (a multipart upload), so memory does
 not grow with the file. Its sha256 goes with it as object metadata, which stat_file() answers with.
 
-The bookkeeping (the download archive, the names book) lives in the bucket, under
-``<prefix>.xkcdcrawl/<ledger>/``: each run reads every object there at its start and, at its end,
+The download archive and the names book live in the bucket's bookkeeping folder, one folder each,
+``<prefix>.xkcdcrawl/<ledger name>/``: each run reads every object there at its start and, at its end,
 writes one object with all it read and all it added, then deletes the ones it read. Workers that
 run at once each write their own object; the next run merges them. A run that is killed leaves
 what it added in its local copy (in the work folder): the next run on that machine writes it back.
@@ -45,9 +45,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MiB = 1 << 20
-PART_SIZE = 8 * MiB  # bytes of one part of a multipart upload (S3: at least 5 MiB, at most 10,000 parts)
+# The bytes of one part of a multipart upload (S3 takes at least 5 MiB, at most 10,000 parts).
+PART_SIZE = 8 * MiB
 MAX_PARTS = 10_000
-UPLOAD_THREADS = 4  # parts sent at once: at most this many parts in memory
+# The parts sent at once: at most this many parts are in memory.
+UPLOAD_THREADS = 4
 
 
 def work_folder(setting: str, uri: str) -> Path:
@@ -59,7 +61,8 @@ def work_folder(setting: str, uri: str) -> Path:
 class StreamingS3FilesStore(S3FilesStore):
     """Scrapy's S3FilesStore with the local store's streaming, resuming and verifying."""
 
-    WORK_DIR = ""  # XKCDCRAWL_WORK_DIR, set by NamedFilesPipeline._update_stores()
+    # XKCDCRAWL_WORK_DIR, set by NamedFilesPipeline._update_stores().
+    WORK_DIR = ""
 
     def __init__(self, uri: str) -> None:
         # s3://bucket and s3://bucket/prefix mean s3://bucket/ and s3://bucket/prefix/.
@@ -88,7 +91,8 @@ class StreamingS3FilesStore(S3FilesStore):
         self.local.sweep(before, keep)
 
     def stat_now(self, path: str) -> StatInfo | None:
-        return None  # only the bucket knows: stat_file()
+        # Only the bucket knows: see stat_file().
+        return None
 
     def stat_file(self, path: str, info: MediaPipeline.SpiderInfo) -> Deferred[StatInfo]:
         """{} for nothing stored, else its mtime and the sha256 it was uploaded with (else its ETag)."""
@@ -225,7 +229,8 @@ class BucketLedger(Ledger):
                     body = self.client.get_object(Bucket=self.bucket, Key=entry["Key"])["Body"]
                     while chunk := body.read(MiB):
                         out.write(chunk)
-                    out.write(b"\n")  # a line cut short by a killed run ends here
+                    # A line cut short by a killed run ends here.
+                    out.write(b"\n")
                     keys.append(entry["Key"])
         return keys
 
@@ -255,7 +260,8 @@ class BucketLedger(Ledger):
         super().close()
         assert self.path is not None
         try:
-            if self.added or len(self.read) > 1:  # nothing new, nothing to merge: no write
+            # Nothing new and nothing to merge means no write.
+            if self.added or len(self.read) > 1:
                 with self.path.open("rb") as body:
                     self.client.put_object(Bucket=self.bucket, Key=self.object, Body=body)
                 for key in self.read:
@@ -270,7 +276,8 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # another user's
+        # The process is alive, and another user's.
+        return True
     return True
 
 
@@ -310,6 +317,7 @@ def unusable(settings: BaseSettings) -> str | None:
         return f"FILES_STORE={uri!r}: bucket {bucket!r}: {problem.get('Code')} {problem.get('Message')}"
     except (BotoCoreError, ValueError) as error:
         return f"FILES_STORE={uri!r}: {error}"
-    except OSError as error:  # the local work folder
+    except OSError as error:
+        # The local work folder cannot be written to.
         return f"FILES_STORE={uri!r}: cannot write to XKCDCRAWL_WORK_DIR ({error.filename}): {error.strerror}"
     return None

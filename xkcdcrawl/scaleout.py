@@ -30,10 +30,12 @@ if TYPE_CHECKING:
     from xkcdcrawl.items import FileItem
 
 
-class SharedFrontier(RedisMixin):  # type: ignore[misc]  # scrapy-redis has no type hints
+# scrapy-redis has no type hints, hence the type: ignore.
+class SharedFrontier(RedisMixin):  # type: ignore[misc]
     """scrapy-redis's idle handling, only when its scheduler is on (RedisMixin would never let a crawl end)."""
 
-    shared = False  # scrapy-redis's scheduler is on: the frontier is the fleet's
+    # True when scrapy-redis's scheduler is on: the frontier is the fleet's.
+    shared = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:

@@ -36,11 +36,13 @@ DOWNLOADER_MIDDLEWARES = {
     "xkcdcrawl.politeness.HostGate": 1000,
 }
 SPIDER_MIDDLEWARES = {
-    "xkcdcrawl.extensions.report.RetryFailed": 5,  # -a retry_failed=true
+    # -a retry_failed=true: only the files the last run report lists as failed.
+    "xkcdcrawl.extensions.report.RetryFailed": 5,
     # Scale-out: requests taken from the shared queue are acknowledged once their output is handled.
     "xkcdcrawl.acknowledge.Acknowledge": 10,
 }
-DOWNLOAD_FAIL_ON_DATALOSS = True  # a body shorter than its Content-Length is an error, retried
+# A body shorter than its Content-Length is an error, and retried.
+DOWNLOAD_FAIL_ON_DATALOSS = True
 
 # File bodies are written to disk as they arrive (pages stay in memory): xkcdcrawl.handlers.
 DOWNLOAD_HANDLERS = {
@@ -51,36 +53,53 @@ DOWNLOAD_HANDLERS = {
 # Files: real names under FILES_STORE, written atomically, kept until deleted.
 ITEM_PIPELINES = {"xkcdcrawl.pipelines.NamedFilesPipeline": 300}
 FILES_STORE = "downloads"
-FILES_EXPIRES = 365 * 100  # days: a stored file is never fetched again because of its age
+# In days: a stored file is never fetched again because of its age.
+FILES_EXPIRES = 365 * 100
 MEDIA_ALLOW_REDIRECTS = True
 # Scrapy's stats collector, without the toll on each of its private attribute reads.
 STATS_CLASS = "xkcdcrawl.outcomes.Stats"
-REQUEST_FINGERPRINTER_CLASS = "xkcdcrawl.fingerprint.DrawFingerprinter"  # repeats stay apart
+# Repeats of one URL (-a repeat=N) stay apart.
+REQUEST_FINGERPRINTER_CLASS = "xkcdcrawl.fingerprint.DrawFingerprinter"
 
 # Our own knobs.
-XKCDCRAWL_ARCHIVE = True  # record complete items in FILES_STORE/.xkcdcrawl/ so re-runs skip them
-XKCDCRAWL_FAIL_ON_ERROR = True  # exit status 1 when any file failed
-XKCDCRAWL_PROGRESS_INTERVAL = 5.0  # seconds between progress reports; 0 turns them off
-XKCDCRAWL_RETRY_BACKOFF = 1.0  # seconds before the first retry; doubles with each retry
-XKCDCRAWL_RETRY_BACKOFF_MAX = 60.0  # the longest wait between two tries
+# Record complete items in the download archive (FILES_STORE/.xkcdcrawl/archive-<spider>.jsonl),
+# so that re-runs skip them.
+XKCDCRAWL_ARCHIVE = True
+# Exit status 1 when any file failed.
+XKCDCRAWL_FAIL_ON_ERROR = True
+# Seconds between progress reports; 0 turns them off.
+XKCDCRAWL_PROGRESS_INTERVAL = 5.0
+# Seconds before the first retry; the wait doubles with each retry.
+XKCDCRAWL_RETRY_BACKOFF = 1.0
+# The longest wait between two tries.
+XKCDCRAWL_RETRY_BACKOFF_MAX = 60.0
 # Ask the server whether each stored file changed (If-None-Match / If-Modified-Since, as wget -N),
 # for sources whose listing shows no size or date (URL lists, albums, python -m http.server).
 XKCDCRAWL_REVALIDATE = False
 # Hosts (and their sub-domains) files may be fetched from, redirects included; empty: any host.
 XKCDCRAWL_FILE_HOSTS: list[str] = []
-XKCDCRAWL_FILES_MAXSIZE = 0  # bytes: a larger file fails; 0: no limit (DOWNLOAD_MAXSIZE caps pages only)
-XKCDCRAWL_SPLIT_SIZE = 64 * 1024 * 1024  # bytes: a file this big is fetched in parallel ranges...
-XKCDCRAWL_SPLIT_PARTS = 4  # ...this many (1: never), each counted against CONCURRENT_REQUESTS_PER_DOMAIN
-XKCDCRAWL_WORK_DIR = ""  # s3:// stores: local folder for partial files; "": ~/.cache/xkcdcrawl/s3/<bucket>/<prefix>
-IMGUR_CLIENT_ID = ""  # album spider: Imgur API client id, for Imgur albums
-XKCDCRAWL_IMGUR_API_URL = "https://api.imgur.com"  # tests point it at 127.0.0.1
-XKCDCRAWL_RETRY_AFTER_MAX = 600.0  # a longer Retry-After gives up instead of waiting
+# Bytes: a larger file fails; 0 means no limit (DOWNLOAD_MAXSIZE caps pages only).
+XKCDCRAWL_FILES_MAXSIZE = 0
+# Bytes: a file this big is fetched in parallel ranges, XKCDCRAWL_SPLIT_PARTS of them (1: never),
+# each counted against CONCURRENT_REQUESTS_PER_DOMAIN.
+XKCDCRAWL_SPLIT_SIZE = 64 * 1024 * 1024
+XKCDCRAWL_SPLIT_PARTS = 4
+# s3:// stores: the local folder for partial files; "" means ~/.cache/xkcdcrawl/s3/<bucket>/<prefix>.
+XKCDCRAWL_WORK_DIR = ""
+# The album spider's Imgur API client id, for Imgur albums.
+IMGUR_CLIENT_ID = ""
+# The tests point it at 127.0.0.1.
+XKCDCRAWL_IMGUR_API_URL = "https://api.imgur.com"
+# A longer Retry-After gives up instead of waiting.
+XKCDCRAWL_RETRY_AFTER_MAX = 600.0
 
 EXTENSIONS = {
     "xkcdcrawl.extensions.progress.Progress": 500,
-    "xkcdcrawl.extensions.report.RunReport": 510,  # FILES_STORE/.xkcdcrawl/reports/, the end summary
+    # The run report in FILES_STORE/.xkcdcrawl/reports/, and the end summary.
+    "xkcdcrawl.extensions.report.RunReport": 510,
     "xkcdcrawl.extensions.quiet.QuietNetworkErrors": 0,
-    "xkcdcrawl.lock.StoreLockExtension": 0,  # one crawl per store
+    # One crawl per store.
+    "xkcdcrawl.lock.StoreLockExtension": 0,
 }
 # Off below, and not even imported (Scrapy imports every listed extension, even one set to None):
 # the remote-control module alone pulls in aiohttp, 1.7 s of every run's start-up here.
@@ -93,20 +112,32 @@ FEED_EXPORT_ENCODING = "utf-8"
 LOG_LEVEL = "INFO"
 
 # Scaling out on scrapy-redis (README): read only when SCHEDULER is scrapy-redis's.
-SCHEDULER_PERSIST = True  # a worker that finishes must not delete the frontier the others still use
-MAX_IDLE_TIME_BEFORE_CLOSE = 10  # xkcdcrawl.scaleout spiders: an idle worker stays open this long for more work
-SCHEDULER_QUEUE_CLASS = "xkcdcrawl.redisqueue.ReliableQueue"  # a dead worker's requests go back to the queue
-XKCDCRAWL_WORKER_TTL = 10.0  # seconds without a heartbeat before a worker counts as dead and its requests go back
-XKCDCRAWL_FLEET_BUDGET = True  # per-host limit, DOWNLOAD_DELAY and Retry-After hold for all workers together
-XKCDCRAWL_FLEET_KEY = "xkcdcrawl:hosts"  # Redis key prefix of the per-host leases (shared by every crawl on it)
-XKCDCRAWL_FLEET_LEASE = 60.0  # seconds a dead worker's lease outlives it; live workers renew theirs
-XKCDCRAWL_FLEET_POLL = 0.02  # seconds between asks while a host's fleet budget is spent
+# A worker that finishes must not delete the frontier the others still use.
+SCHEDULER_PERSIST = True
+# xkcdcrawl.scaleout spiders: an idle worker stays open this long for more work.
+MAX_IDLE_TIME_BEFORE_CLOSE = 10
+# A dead worker's requests go back to the queue.
+SCHEDULER_QUEUE_CLASS = "xkcdcrawl.redisqueue.ReliableQueue"
+# Seconds without a heartbeat before a worker counts as dead and its requests go back.
+XKCDCRAWL_WORKER_TTL = 10.0
+# The per-host limit, DOWNLOAD_DELAY and Retry-After hold for all workers together.
+XKCDCRAWL_FLEET_BUDGET = True
+# The Redis key prefix of the per-host leases (shared by every crawl on that Redis).
+XKCDCRAWL_FLEET_KEY = "xkcdcrawl:hosts"
+# Seconds a dead worker's lease outlives it; live workers renew theirs.
+XKCDCRAWL_FLEET_LEASE = 60.0
+# Seconds between asks while a host's fleet budget is spent.
+XKCDCRAWL_FLEET_POLL = 0.02
 
 # One crawl per store (xkcdcrawl.lock): a lock in FILES_STORE/.xkcdcrawl/crawls/ for the whole run.
-XKCDCRAWL_STORE_LOCK = "refuse"  # a crawl that finds its store in use: refuse (exit status 2) or wait
-XKCDCRAWL_STORE_LOCK_HEARTBEAT = 30.0  # seconds between updates of this crawl's lock record
-XKCDCRAWL_STORE_LOCK_STALE = 300.0  # a record from another host with no heartbeat this long is a dead crawl's
-XKCDCRAWL_STORE_LOCK_POLL = 1.0  # wait mode: seconds between looks at the store
+# A crawl that finds its store in use: "refuse" (exit status 2) or "wait".
+XKCDCRAWL_STORE_LOCK = "refuse"
+# Seconds between updates of this crawl's lock record.
+XKCDCRAWL_STORE_LOCK_HEARTBEAT = 30.0
+# A record from another host with no heartbeat this long is a dead crawl's.
+XKCDCRAWL_STORE_LOCK_STALE = 300.0
+# In wait mode: seconds between looks at the store.
+XKCDCRAWL_STORE_LOCK_POLL = 1.0
 
 # Nothing listens for commands: the telnet console and 2.19's remote-control endpoint run code.
 TELNETCONSOLE_ENABLED = False

@@ -72,7 +72,8 @@ def bad_setting(settings: BaseSettings) -> str | None:
     for name, kind in setting_types().items():
         value = settings.get(name)
         if not isinstance(value, str):
-            continue  # set in Python (settings.py): of its right type
+            # A setting given in Python (settings.py) has its right type already.
+            continue
         try:
             if kind is bool:
                 settings.getbool(name)
@@ -81,7 +82,8 @@ def bad_setting(settings: BaseSettings) -> str | None:
         except ValueError:
             wanted = "true or false" if kind is bool else "a whole number" if name in WHOLE else "a number"
             return f"-s {name}={value!r}: not {wanted}"
-        if number != number or number in {float("inf"), float("-inf")}:  # nan, inf
+        # NaN is the one number unequal to itself; neither it nor an infinity is a usable value.
+        if number != number or number in {float("inf"), float("-inf")}:
             return f"-s {name}={value!r}: not a finite number"
         if (least := MINIMUM.get(name)) is not None and number < least:
             return f"-s {name}={value!r}: must be {least} or more"
@@ -96,7 +98,8 @@ def unusable_store(settings: BaseSettings) -> str | None:
 
         return unusable(settings)
     if not uri or ("://" in uri and not uri.startswith("file://")):
-        return None  # gs://, ftp://: Scrapy's stores say so themselves
+        # gs:// and ftp:// stores: Scrapy's stores say what is wrong themselves.
+        return None
     probe = Path(uri.removeprefix("file://")) / ".xkcdcrawl"
     try:
         probe.mkdir(parents=True, exist_ok=True)
@@ -112,7 +115,8 @@ class Command(ScrapyCrawl):
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
         super().process_options(args, opts)
         if len(args) != 1:
-            return  # run() says what is wrong
+            # run() says what is wrong.
+            return
         assert self.settings is not None
         loader = get_spider_loader(self.settings)
         try:
@@ -156,7 +160,8 @@ class Command(ScrapyCrawl):
         assert self.settings is not None
         line = f"scrapy crawl {spider}: error: {problem}\n"
         sys.stderr.write(line)
-        if log_file := self.settings.get("LOG_FILE"):  # scrapyd's job log, where its users look
+        # scrapyd's job log, where its users look, gets the line too.
+        if log_file := self.settings.get("LOG_FILE"):
             with Path(log_file).open("a", encoding="utf-8") as log:
                 log.write(line)
         # The process ends here: see run().

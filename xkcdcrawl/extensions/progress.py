@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 # A file shows on the bar while in flight once this much of it has arrived.
 BIG_FILE = 1 << 20
-RATE_WINDOW = 5.0  # seconds the current rate is measured over
+# The seconds the current rate is measured over.
+RATE_WINDOW = 5.0
 
 
 def size(n: float) -> str:
@@ -33,7 +34,8 @@ def size(n: float) -> str:
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    raise AssertionError  # unreachable: the loop returns at GiB
+    # Unreachable: the loop returns at GiB.
+    raise AssertionError
 
 
 def duration(seconds: float) -> str:
@@ -49,7 +51,8 @@ def is_file_request(request: Request) -> bool:
 
 def listing_done(crawler: Crawler) -> bool:
     """No page is left to read, so no more files will be found: the total is final."""
-    if getattr(crawler.spider, "all_listed", False):  # a spider that knows (urls)
+    # A spider that knows when it has listed every file (urls) says so.
+    if getattr(crawler.spider, "all_listed", False):
         return True
     engine = crawler.engine
     # Scrapy has no public "start() is exhausted and the scheduler is empty"; these two are
@@ -87,8 +90,10 @@ class Progress:
     def __init__(self, crawler: Crawler, interval: float) -> None:
         self.crawler = crawler
         self.interval = interval
-        self.bytes = 0  # file bodies received, chunk by chunk
-        self.flight: dict[Request, int] = {}  # file requests in the downloader: bytes so far
+        # The bytes of file bodies received, chunk by chunk.
+        self.bytes = 0
+        # The file requests in the downloader, and the bytes each has received so far.
+        self.flight: dict[Request, int] = {}
         self.samples: deque[tuple[float, int]] = deque()
         self.started = time.monotonic()
         self.bar: Any = None
@@ -120,7 +125,8 @@ class Progress:
 
     def spider_opened(self) -> None:
         self.started = time.monotonic()
-        self.samples.append((self.started, 0))  # the first tick's rate covers the first interval
+        # The first tick's rate covers the first interval.
+        self.samples.append((self.started, 0))
         if sys.stderr.isatty():
             self._start_bar()
         # The bar redraws often enough to look alive; plain lines come once per interval.
@@ -191,7 +197,8 @@ class Progress:
         if self.loop is not None and self.loop.running:
             self.loop.stop()
         if self.bar is not None:
-            self.tick()  # the last figures, however short the crawl was
+            # The last figures, however short the crawl was.
+            self.tick()
             self.bar.stop()
             for handler, stream in self.streams:
                 handler.setStream(stream)

@@ -1,4 +1,4 @@
-"""The run report in FILES_STORE/.xkcdcrawl/, the end summary, and -a retry_failed=true.
+"""The run report in the bookkeeping folder (FILES_STORE/.xkcdcrawl/), the end summary, and -a retry_failed=true.
 
 The report is ``.xkcdcrawl/reports/<spider>-<UTC time>.json``, and the latest complete run's is also
 ``.xkcdcrawl/report-<spider>.json``. Its ``files`` hold one row per line, so that a reader
@@ -43,8 +43,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STALE_ROWS = 86400.0  # seconds: rows this old belong to no running crawl
-FIRST_FAILURES = 20  # failed URLs the summary names; the report has them all
+# Seconds: rows this old belong to no running crawl.
+STALE_ROWS = 86400.0
+# How many failed URLs the summary names; the report has them all.
+FIRST_FAILURES = 20
 # The settings that shape a run, each read as its type (-s gives strings).
 SETTINGS = {
     "FILES_STORE": "get",
@@ -106,7 +108,8 @@ class RunReport:
         self.first_rows = True
         self.failed: list[tuple[str, str]] = []
         self.failed_count = 0
-        self.bytes = 0  # sizes on disk of the files downloaded in this run
+        # The sizes on disk of the files downloaded in this run.
+        self.bytes = 0
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -121,7 +124,8 @@ class RunReport:
         self.started = datetime.now(UTC)
         self.clock = time.monotonic()
         if self.root is None:
-            return  # s3://, gs://, ftp://: nowhere next to the files to write it
+            # s3://, gs:// and ftp:// stores have nowhere next to the files to write it.
+            return
         try:
             self.open_rows(spider, self.root / ".xkcdcrawl" / "reports")
         except OSError as error:
@@ -130,12 +134,14 @@ class RunReport:
 
     def open_rows(self, spider: Spider, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("*.rows"):  # the rows of a killed run, never made into a report
+        # The rows of a killed run, never made into a report.
+        for stale in folder.glob("*.rows"):
             if stale.stat().st_mtime < time.time() - STALE_ROWS:
                 stale.unlink(missing_ok=True)
         stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
         self.path = folder / f"{spider.name}-{stamp}.json"
-        for n in range(2, 1000):  # two runs in one second
+        # Two runs can start in one second.
+        for n in range(2, 1000):
             if not self.path.exists() and not self.path.with_suffix(".rows").exists():
                 break
             self.path = folder / f"{spider.name}-{stamp}-{n}.json"
@@ -213,17 +219,20 @@ class RunReport:
         part = self.path.with_suffix(".part")
         with part.open("w", encoding="utf-8") as out, rows.open(encoding="utf-8") as body:
             out.write(json.dumps(head, ensure_ascii=False, indent=1, default=str)[:-2] + ',\n "files": [\n')
-            for line in body:  # the rows, streamed: memory stays flat whatever the mirror's size
+            # The rows are streamed: memory stays flat whatever the mirror's size.
+            for line in body:
                 out.write(line)
             out.write("\n ]\n}\n")
         part.replace(self.path)
         rows.unlink()
-        if not dry_run:  # a dry run must not hide the failures retry_failed is for
+        # A dry run must not hide the failures that retry_failed is for.
+        if not dry_run:
             latest = latest_report(self.root, spider.name)
             link = latest.with_suffix(".part")
             link.unlink(missing_ok=True)
             os.link(self.path, link)
-            link.replace(latest)  # atomic: a reader sees the old report or the new one
+            # Atomic: a reader sees the old report or the new one.
+            link.replace(latest)
 
     def engine_stopped(self) -> None:
         # After Scrapy's stats dump and "Spider closed": the last thing on the screen.

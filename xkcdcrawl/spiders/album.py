@@ -15,6 +15,7 @@ from xkcdcrawl.args import AlbumArgs
 from xkcdcrawl.items import FileItem
 from xkcdcrawl.naming import distinct_name, host_folder, safe_segment, url_file_name
 from xkcdcrawl.outcomes import log_error, reason
+from xkcdcrawl.spiders import ArgsSpider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
@@ -86,16 +87,16 @@ def album_items(urls: list[str], folder: str) -> Iterator[FileItem]:
         yield FileItem(url=url, folder=folder, name=name, file_urls=[url])
 
 
-class AlbumSpider(scrapy.Spider):
+class AlbumSpider(ArgsSpider[AlbumArgs]):
     """Images of a gallery page or an Imgur album: scrapy crawl album -a url=https://imgur.com/a/ID"""
 
     name = "album"
     args_model = AlbumArgs
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
-        self.args = AlbumArgs.from_kwargs(kwargs)
-        self.imgur_id = imgur_album_id(self.args.url)
+    @property
+    def imgur_id(self) -> str | None:
+        """The album id when the url argument is an Imgur album, else None (a gallery page)."""
+        return imgur_album_id(self.args.url)
 
     @classmethod
     def check_settings(cls, args: AlbumArgs, settings: BaseSettings) -> None:

@@ -15,6 +15,7 @@ from xkcdcrawl.items import FileItem
 from xkcdcrawl.listing_parse import Entry, list_entries, relative_path
 from xkcdcrawl.naming import clear_of_folders, folder_names, listed_place
 from xkcdcrawl.outcomes import EMPTY_PAGES, FILES_NOT_WANTED, is_policy, log_error, reason
+from xkcdcrawl.spiders import ArgsSpider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -44,15 +45,14 @@ def wanted(name: str, accept: tuple[str, ...], reject: tuple[str, ...]) -> bool:
     return not any(fnmatchcase(name, p) for p in reject)
 
 
-class ListingSpider(scrapy.Spider):
+class ListingSpider(ArgsSpider[ListingArgs]):
     """A directory listing and its sub-folders: scrapy crawl listing -a url=https://host/pub/"""
 
     name = "listing"
     args_model = ListingArgs
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
-        self.args = ListingArgs.from_kwargs(kwargs)
+        super().__init__(**kwargs)
         self.allowed_domains = [urlsplit(self.args.url).hostname or ""]
         self.accept = globs(self.args.accept) if self.args.accept else ()
         self.reject = globs(self.args.reject) if self.args.reject else ()
@@ -63,7 +63,8 @@ class ListingSpider(scrapy.Spider):
             yield scrapy.Request(
                 url, self.parse_listing, errback=self.start_failed, cb_kwargs={"root": url, "depth": 0}, meta=START
             )
-        else:  # a listing without its slash, or one file: ask the server which
+        else:
+            # A listing without its slash, or one file: ask the server which.
             yield scrapy.Request(url, self.parse_start, method="HEAD", errback=self.start_failed, meta=START)
 
     def start_failed(self, failure: Failure) -> None:
@@ -93,7 +94,8 @@ class ListingSpider(scrapy.Spider):
         algorithm = sums_algorithm(name)
         assert algorithm is not None
         digests = parse_sums(response.text if isinstance(response, TextResponse) else "", algorithm)
-        if not digests and name.lower().endswith(f".{algorithm}"):  # "x.iso.sha256" may hold just the hash
+        # "x.iso.sha256" may hold just the hash.
+        if not digests and name.lower().endswith(f".{algorithm}"):
             text = response.body.decode("latin-1").split()
             digests = parse_sums(f"{text[0]}  {name.rsplit('.', 1)[0]}", algorithm) if text else {}
         folder = sums[0].path.rpartition("/")[0] if sums[0].path else ""

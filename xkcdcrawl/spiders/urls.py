@@ -6,7 +6,6 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
-import scrapy
 from itemadapter import ItemAdapter
 from scrapy import signals
 from scrapy.utils.asyncio import call_later
@@ -17,6 +16,7 @@ from xkcdcrawl.args import UrlsArgs
 from xkcdcrawl.items import FileItem
 from xkcdcrawl.naming import distinct_name, host_folder, numbered, url_file_name
 from xkcdcrawl.outcomes import BAD_URLS, IDENTICAL_DRAWS
+from xkcdcrawl.spiders import ArgsSpider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -36,19 +36,21 @@ def file_items(url: str, repeat: int = 1) -> Iterator[FileItem]:
         )
 
 
-class UrlsSpider(scrapy.Spider):
+class UrlsSpider(ArgsSpider[UrlsArgs]):
     """A list of file URLs: scrapy crawl urls -a file=urls.txt (or -a urls=URL1,URL2 -a repeat=10)"""
 
     name = "urls"
     args_model = UrlsArgs
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__()
-        self.args = UrlsArgs.from_kwargs(kwargs)
-        self.draws: dict[tuple[str, str], str] = {}  # (URL, checksum) -> first path with it
-        self.pending = 0  # items yielded whose files are not all done yet
+        super().__init__(**kwargs)
+        # The first path stored for each (URL, checksum).
+        self.draws: dict[tuple[str, str], str] = {}
+        # Items yielded whose files are not all done yet.
+        self.pending = 0
         self.waiter: Deferred[None] | None = None
-        self.all_listed = False  # every file of the list yielded
+        # True once every file of the list is yielded.
+        self.all_listed = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -79,13 +81,15 @@ class UrlsSpider(scrapy.Spider):
         for number, problem in bad:
             self.logger.error("%s line %d: %s, skipped", self.args.source(), number, problem)
         self.crawler.stats.set_value(BAD_URLS, len(bad))
-        taken: defaultdict[str, set[str]] = defaultdict(set)  # names per folder
+        # The names taken in each folder.
+        taken: defaultdict[str, set[str]] = defaultdict(set)
         for _, url in good:
             for item in file_items(url, self.args.repeat):
                 name = item.name or url_file_name(url)
-                # (a URL with a query is named by its response: Content-Disposition, or the query)
+                # A URL with a query is named by its response (Content-Disposition) or by its query.
                 if not urlsplit(url).query and (unique := distinct_name(name, url, taken[item.folder])) != name:
-                    item.name = unique  # another URL of this host has the same file name
+                    # Another URL of this host has the same file name.
+                    item.name = unique
                 yield item
 
     async def until(self, done: Callable[[], bool]) -> None:
@@ -98,7 +102,8 @@ class UrlsSpider(scrapy.Spider):
         self.pending -= 1
         if self.waiter is not None and not self.waiter.called:
             self.waiter.callback(None)
-        call_later(0, self.finish_closing)  # once Scrapy has counted the item as done
+        # Looked at once Scrapy has counted the item as done.
+        call_later(0, self.finish_closing)
 
     def finish_closing(self) -> None:
         """Let a stopping crawl (Ctrl-C) close once the pipeline is empty.
@@ -108,13 +113,15 @@ class UrlsSpider(scrapy.Spider):
         """
         engine = self.crawler.engine
         if engine is None or engine.running:
-            return  # not stopping: the engine closes an idle spider itself
+            # Not stopping: the engine closes an idle spider itself.
+            return
         slot = engine.scraper.slot
         if slot is None or (slot.closing is not None and slot.closing.called):
             return
         if slot.closing is not None and slot.is_idle():
             engine.scraper._check_if_closing()
-        else:  # the item is counted as done a moment after its signal
+        else:
+            # The item is counted as done a moment after its signal.
             call_later(0.05, self.finish_closing)
 
     def report_identical(self, item: Any) -> None:

@@ -15,6 +15,7 @@ from xkcdcrawl.archive import DownloadArchive
 from xkcdcrawl.args import XkcdArgs
 from xkcdcrawl.items import ComicItem
 from xkcdcrawl.outcomes import ARCHIVE_SKIPPED, COMICS_MISSING, COMICS_WITHOUT_IMAGE, log_error, reason
+from xkcdcrawl.spiders import ArgsSpider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
@@ -95,7 +96,7 @@ def with_page(item: ComicItem, page: PageComic, hires: bool) -> ComicItem:
     )
 
 
-class XkcdSpider(scrapy.Spider):
+class XkcdSpider(ArgsSpider[XkcdArgs]):
     """Comics START..END: scrapy crawl xkcd -a start=1 -a end=1400"""
 
     name = "xkcd"
@@ -106,11 +107,12 @@ class XkcdSpider(scrapy.Spider):
     archive: DownloadArchive | None = None
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__()  # not **kwargs: Scrapy would set self.start = "1" over start()
-        self.args = XkcdArgs.from_kwargs(kwargs)
+        super().__init__(**kwargs)
         self.allowed_domains = [urlsplit(self.args.base_url).hostname or ""]
-        self.missing: set[int] = set()  # numbers that answered 404, until a later one exists
-        self.highest = 0  # the highest number that answered with a record
+        # The numbers that answered 404, until a later one exists.
+        self.missing: set[int] = set()
+        # The highest number that answered with a record.
+        self.highest = 0
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -123,7 +125,8 @@ class XkcdSpider(scrapy.Spider):
         return self.archive_key_for(item.num) if isinstance(item, ComicItem) else None
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
-        if self.args.end is None:  # learn the newest number; parse_latest() yields the range
+        # Without an end, learn the newest number: parse_latest() yields the range.
+        if self.args.end is None:
             yield scrapy.Request(f"{self.args.base_url}/info.0.json", self.parse_latest, errback=self.api_failed)
             return
         for request in self.comic_requests(self.args.start, self.args.end):
@@ -156,10 +159,11 @@ class XkcdSpider(scrapy.Spider):
             )
         if skipped and self.archive is not None:
             self.crawler.stats.inc_value(ARCHIVE_SKIPPED, skipped)
-            self.logger.info("Skipped %d comics already complete (archive %s)", skipped, self.archive.path)
+            self.logger.info("Skipped %d comics already complete (download archive %s)", skipped, self.archive.path)
 
     def parse_info(self, response: Response, num: int) -> Iterator[scrapy.Request | ComicItem]:
-        if response.status == 404:  # 404 ("Not Found") is the one number xkcd skipped
+        # 404 ("Not Found") is the one number xkcd skipped.
+        if response.status == 404:
             self.crawler.stats.inc_value(COMICS_MISSING)
             self.logger.info("Comic %d does not exist (HTTP 404)", num)
             self.missing.add(num)
@@ -180,7 +184,7 @@ class XkcdSpider(scrapy.Spider):
             yield self.finish(with_page(item, NO_PAGE, hires=False))
 
     def settle_missing(self) -> None:
-        """A 404 below a comic that exists is gone for good (xkcd 404): the archive skips it next time."""
+        """A 404 below a comic that exists is gone for good (xkcd 404): the download archive skips it next time."""
         gone = {num for num in self.missing if num < self.highest}
         self.missing -= gone
         if self.archive is not None:

@@ -27,9 +27,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-HIGH_WATER = 8 << 20  # bytes queued for the disk before the connections pause
-LOW_WATER = 2 << 20  # and resume
-STATE_EVERY = 1.0  # seconds between two records of a segmented file's progress
+# Bytes queued for the disk before the connections pause.
+HIGH_WATER = 8 << 20
+# Bytes queued below which they resume.
+LOW_WATER = 2 << 20
+# Seconds between two records of a segmented file's progress.
+STATE_EVERY = 1.0
 
 
 @dataclass
@@ -37,8 +40,10 @@ class PartialState:
     """What a run leaves next to a partial file so that the next one can resume it."""
 
     url: str
-    validator: str | None  # ETag (strong) or Last-Modified: If-Range
-    length: int | None  # the whole file's
+    # ETag (strong) or Last-Modified: If-Range.
+    validator: str | None
+    # The whole file's.
+    length: int | None
     # Parallel ranges: [start, end (inclusive), bytes of it on disk]
     segments: list[list[int]] = field(default_factory=list)
 
@@ -70,14 +75,18 @@ class BodyFile:
     def __init__(self, path: Path, offset: int, *, truncate: bool, algorithms: tuple[str, ...] = ()) -> None:
         self.path = path
         self.start = offset
-        self.written = 0  # bytes on disk (writer thread)
-        self.queued = 0  # bytes handed over (reactor thread)
+        # Bytes on disk (writer thread).
+        self.written = 0
+        # Bytes handed over (reactor thread).
+        self.queued = 0
         self.hashers = {name: hashlib.new(name) for name in algorithms}
         self.error: OSError | None = None
-        self.state: PartialState | None = None  # saved with the progress of `segment`
+        # Saved with the progress of `segment`.
+        self.state: PartialState | None = None
         self.state_path: Path | None = None
         self.segment: list[int] | None = None
-        self.lane: int | None = None  # the writer thread it is given to
+        # The writer thread it is given to.
+        self.lane: int | None = None
         self._state_saved = 0.0
         self._flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
         self.fd: int | None = None
@@ -139,7 +148,8 @@ class _Lane:
         self.tasks: queue.SimpleQueue[tuple[BodyFile | None, bytes | None, Callable[[], None] | None]] = (
             queue.SimpleQueue()
         )
-        self.written = 0  # this lane's thread only
+        # This lane's thread only.
+        self.written = 0
         self.thread = threading.Thread(target=writer._run, args=(self,), name=f"xkcdcrawl-writer-{number}")
         self.thread.daemon = True
         self.thread.start()
@@ -157,8 +167,10 @@ class DiskWriter:
         self._lane_count = lanes
         self._lanes: list[_Lane] = []
         self._next = 0
-        self._queued = 0  # reactor thread
-        self._paused: list[Callable[[], None]] = []  # resume callbacks, reactor thread
+        # Reactor thread.
+        self._queued = 0
+        # Resume callbacks, reactor thread.
+        self._paused: list[Callable[[], None]] = []
         self._resuming = False
 
     @property

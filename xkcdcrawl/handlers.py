@@ -56,8 +56,10 @@ if TYPE_CHECKING:
     from scrapy.http import Response
     from twisted.web.client import Response as TxResponse
 
-STREAM_MIN = 1 << 20  # smaller bodies are read into memory and written in one go
-READ_SIZE = 1 << 18  # bytes a socket read of a streamed body asks for (Twisted: 64 KiB)
+# Smaller bodies are read into memory and written in one go.
+STREAM_MIN = 1 << 20
+# Bytes a socket read of a streamed body asks for (Twisted: 64 KiB).
+READ_SIZE = 1 << 18
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -69,10 +71,14 @@ class RangeRefused(Exception):
 class BodyResult:
     """What a streamed response wrote into the partial file."""
 
-    length: int | None  # the whole file's, when the server said it
-    digests: dict[str, str]  # {algorithm: hex} of the whole file, when this response wrote all of it from 0
-    state: PartialState | None  # the file's resume record (with its ranges, when split)
-    expected: dict[str, str] = field(default_factory=dict)  # what the server's digest headers say
+    # The whole file's, when the server said it.
+    length: int | None
+    # {algorithm: hex} of the whole file, when this response wrote all of it from 0.
+    digests: dict[str, str]
+    # The file's resume record (with its ranges, when split).
+    state: PartialState | None
+    # What the server's digest headers say.
+    expected: dict[str, str] = field(default_factory=dict)
 
 
 def validator(headers: Any) -> str | None:
@@ -104,7 +110,8 @@ def resume_from(request: Request) -> None:
         return
     state_path = request.meta.get("body_file_state")
     if not state_path or not request.meta.get("body_file_resumable"):
-        return  # no partial file to look for: no system call for it in the reactor thread
+        # No partial file to look for: no system call for it in the reactor thread.
+        return
     try:
         size = Path(request.meta["body_file"]).stat().st_size
     except OSError:
@@ -113,7 +120,8 @@ def resume_from(request: Request) -> None:
     if not size or state is None or state.segments or not state.validator or state.url != request.url:
         return
     if state.length is not None and size >= state.length:
-        return  # a partial file as long as the file: killed before its rename, fetched again
+        # A partial file as long as the file: killed before its rename, fetched again.
+        return
     request.headers[b"Range"] = f"bytes={size}-".encode()
     request.headers[b"If-Range"] = state.validator.encode("latin-1")
 
@@ -233,7 +241,8 @@ class _StreamingAgent(_ScrapyAgent):
             limit = size
         if state_path:
             state.save(Path(state_path))
-            request.meta["body_file_resumable"] = True  # for its retries
+            # For its retries.
+            request.meta["body_file_resumable"] = True
         request.meta["body_file_result"] = BodyResult(total, {}, state, expected)
         return body, limit
 
@@ -324,7 +333,8 @@ class _BodyFileReader(Protocol):
 
         def written() -> None:
             if self._finished.called:
-                return  # cancelled meanwhile (the download timeout)
+                # Cancelled meanwhile (the download timeout).
+                return
             if error is None and self._body.error is not None:
                 self._finished.errback(DiskError(self._body.error))
             elif error is not None:

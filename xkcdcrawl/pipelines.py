@@ -84,7 +84,8 @@ class NamedFilesPipeline(FilesPipeline):
     @classmethod
     def _update_stores(cls, settings: BaseSettings) -> None:
         super()._update_stores(settings)
-        configure(settings)  # s3://: its work folder too
+        # An s3:// store needs its local work folder too.
+        configure(settings)
 
     def file_path(
         self,
@@ -114,8 +115,10 @@ class NamedFilesPipeline(FilesPipeline):
         self.split = (settings.getint("XKCDCRAWL_SPLIT_SIZE"), parts) if parts > 1 else None
         self.revalidate = settings.getbool("XKCDCRAWL_REVALIDATE")
         self.started = time.time()
-        self.unfinished: set[Path] = set()  # partial files of failed files, kept for the next run
-        self.resumable = self.fs.resumable() if self.fs is not None else set()  # left by earlier runs
+        # Partial files of failed files, kept for the next run.
+        self.unfinished: set[Path] = set()
+        # Left by earlier runs.
+        self.resumable = self.fs.resumable() if self.fs is not None else set()
 
     def close_spider(self, spider: Any = None) -> None:
         self.names.book.close()
@@ -200,8 +203,10 @@ class NamedFilesPipeline(FilesPipeline):
 
     def get_media_requests(self, item: Any, info: MediaPipeline.SpiderInfo) -> list[Request]:
         urls = field(item, self.files_urls_field) or []
-        draw = field(item, "draw")  # repeats of one URL: xkcdcrawl.fingerprint keeps them apart
-        self.crawler.stats.inc_value(EXPECTED_FILES, len(urls))  # the progress bar's total
+        # Repeats of one URL: xkcdcrawl.fingerprint keeps them apart.
+        draw = field(item, "draw")
+        # The progress bar's total.
+        self.crawler.stats.inc_value(EXPECTED_FILES, len(urls))
         # A listed file is fetched wherever its redirects lead: the start host bounds pages only.
         meta = {"draw": draw, "allow_offsite": True} if draw else {"allow_offsite": True}
         requests = [Request(url, callback=NO_CALLBACK, meta=meta) for url in urls]
@@ -218,7 +223,8 @@ class NamedFilesPipeline(FilesPipeline):
             body_file_state=str(state),
             body_file_resumable=state.name in self.resumable,
             body_file_split=self.split,
-            download_maxsize=self.files_maxsize,  # DOWNLOAD_MAXSIZE caps pages, not files
+            # DOWNLOAD_MAXSIZE caps pages, not files.
+            download_maxsize=self.files_maxsize,
             download_warnsize=0,
         )
         # What reaches the file must be the file: no transfer compression to undo.
@@ -235,7 +241,8 @@ class NamedFilesPipeline(FilesPipeline):
         if "streamed" in response.flags:
             return await self._streamed(response, request, info, item)
         if response.status == 416 and self.fs is not None and "body_file" in request.meta:
-            self.fs.discard(Path(request.meta["body_file"]))  # the next try starts over
+            # The next try starts over.
+            self.fs.discard(Path(request.meta["body_file"]))
         if response.status == 304 and "replaces" in request.meta:
             # Asked with If-None-Match / If-Modified-Since: the stored file is the server's.
             self.inc_stats(UPTODATE)
@@ -243,7 +250,8 @@ class NamedFilesPipeline(FilesPipeline):
             return cast(
                 "FileInfo", {"url": request.url, "path": path, "checksum": request.meta["replaces"], "status": UPTODATE}
             )
-        if response.status != 200:  # Scrapy's message says only "download-error"
+        # Scrapy's message says only "download-error".
+        if response.status != 200:
             raise FileException(f"HTTP {response.status}")
         length = response.headers.get("Content-Length")
         if length and length.isdigit() and len(response.body) < int(length):
@@ -264,7 +272,8 @@ class NamedFilesPipeline(FilesPipeline):
     def _stored(self, request: Request, path: str, checksum: str, status: str, verified: dict[str, str]) -> FileInfo:
         info: dict[str, Any] = {"url": request.url, "path": path, "checksum": checksum, "status": status}
         if verified:
-            info["verified"] = sorted(verified)  # checked against what the server published
+            # Checked against what the server published.
+            info["verified"] = sorted(verified)
         return cast("FileInfo", info)
 
     async def _streamed(
@@ -321,7 +330,8 @@ class NamedFilesPipeline(FilesPipeline):
 
         async def fetch(segment: list[int]) -> Response | None:
             if segment[2] >= segment[1] - segment[0] + 1:
-                return None  # on disk already (the first range, or a resumed file's)
+                # On disk already (the first range, or a resumed file's).
+                return None
             async with gate:
                 return await engine.download_async(self._range_request(request, state, segment))
 
@@ -375,7 +385,8 @@ class NamedFilesPipeline(FilesPipeline):
         path = self.file_path(request, response=response, info=info, item=item)
         if expected is None:
             expected = self._expected(item, header_digests(response.headers))
-        if self.fs is None:  # s3://, gs://, ftp://: Scrapy's way, with our checksum
+        # gs:// and ftp:// stores: Scrapy's way, with our checksum.
+        if self.fs is None:
             if problems := list(mismatches(expected, digests_of(response.body, expected))):
                 raise ChecksumError("checksum mismatch: " + "; ".join(problems))
             await ensure_awaitable(self.store.persist_file(path, BytesIO(response.body), info))
@@ -387,7 +398,8 @@ class NamedFilesPipeline(FilesPipeline):
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> Any:
         # Not super(): its warning says "unknown-error"; _outcome() logs the real reason once.
         if isinstance(failure.value, DiskError) and self.fs is not None:
-            self.fs.discard(Path(request.meta["body_file"]))  # a full disk: give the space back
+            # A full disk: give the space back.
+            self.fs.discard(Path(request.meta["body_file"]))
         raise FileException(reason(failure.value)) from failure.value
 
     async def _check_media_to_download(self, request: Request, info: MediaPipeline.SpiderInfo, item: Any) -> FileInfo:
@@ -428,7 +440,8 @@ class NamedFilesPipeline(FilesPipeline):
             request.meta["body_file_result"] = result
             return await self._streamed(response, request, info, item)
         except _RangesRefused:
-            return None  # another version: fetched whole, now
+            # Another version: fetched whole, now.
+            return None
         except FileException:
             raise
         except Exception:
@@ -440,7 +453,8 @@ class NamedFilesPipeline(FilesPipeline):
         urls = adapter.get(self.files_urls_field) or []
         files: list[FileInfo] = []
         for url, (_, result) in zip(urls, results, strict=True):
-            if isinstance(result, Failure):  # an error outside the download itself
+            # An error outside the download itself.
+            if isinstance(result, Failure):
                 files.append(self._outcome(url, item, "failed", reason(result.value), info))
             else:
                 files.append(result)

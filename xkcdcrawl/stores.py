@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 
 # What the server said of a stored file: its ETag and Last-Modified, and the listing's date.
 Origin = dict[str, str]
-STALE_PARTIAL = 3600.0  # seconds: a temporary file this old belongs to no running crawl
-LISTINGS_KEPT = 256  # folder listings remembered by stat_file()
+# Seconds: a temporary file this old belongs to no running crawl.
+STALE_PARTIAL = 3600.0
+# Folder listings remembered by stat_file().
+LISTINGS_KEPT = 256
 # Checksum (sha256) of a stored file, tied to its size and mtime so that any later change voids it.
 _XATTR = "user.xkcdcrawl.sha256"
 # What the server said of the stored version (xkcdcrawl.stores.Origin), to tell when it changes.
@@ -61,7 +63,8 @@ class AtomicFSFilesStore:
     """
 
     def __init__(self, basedir: str | os.PathLike[str]):
-        self.basedir = str(basedir).split("://", 1)[-1]  # FILES_STORE may be file:///path
+        # FILES_STORE may be file:///path.
+        self.basedir = str(basedir).split("://", 1)[-1]
         self.root = Path(self.basedir).resolve()
         # Files are written here, then renamed into place: a killed crawl leaves its partial
         # files out of sight. Another worker may be writing into the same store: only old ones go.
@@ -173,7 +176,8 @@ class AtomicFSFilesStore:
         if missing := [name for name in {"sha256", *expected} if name not in digests]:
             digests = {**digests, **_file_digests(f, missing)}
         if problems := list(mismatches(expected, digests)):
-            self.discard(part)  # a wrong file: the next try fetches it whole
+            # A wrong file: the next try fetches it whole.
+            self.discard(part)
             raise ChecksumError("checksum mismatch: " + "; ".join(problems))
         return digests["sha256"]
 
@@ -211,7 +215,8 @@ class AtomicFSFilesStore:
         try:
             target = self._found(folder, name)
             stat = os.lstat(target)
-            if not S_ISREG(stat.st_mode):  # a symlink (or a folder): the long way, with its checks
+            # A symlink (or a folder): the long way, with its checks.
+            if not S_ISREG(stat.st_mode):
                 resolved = self.resolve(path)
                 target, stat = str(resolved), resolved.stat()
         except (OSError, OutsideStoreError):
@@ -322,7 +327,8 @@ def _sha256_file(path: Path) -> str:
 
 def _remember_checksum(path: Path, checksum: str) -> None:
     stat = path.stat()
-    with suppress(OSError):  # no user xattrs on this file system: stat_file() hashes instead
+    # No user xattrs on this file system: stat_file() hashes instead.
+    with suppress(OSError):
         os.setxattr(path, _XATTR, f"{stat.st_size}:{stat.st_mtime_ns}:{checksum}".encode())
 
 
@@ -336,7 +342,8 @@ def _label(fd: int, checksum: str, origin: Origin | None) -> None:
 
 
 def _remember_origin(path: Path, origin: Origin) -> None:
-    with suppress(OSError):  # no user xattrs: a changed file is then found by its size alone
+    # No user xattrs: a changed file is then found by its size alone.
+    with suppress(OSError):
         os.setxattr(path, _ORIGIN, json.dumps(origin, separators=(",", ":")).encode())
 
 

@@ -114,6 +114,8 @@ class NamedFilesPipeline(FilesPipeline):
         parts = settings.getint("XKCDCRAWL_SPLIT_PARTS")
         self.split = (settings.getint("XKCDCRAWL_SPLIT_SIZE"), parts) if parts > 1 else None
         self.revalidate = settings.getbool("XKCDCRAWL_REVALIDATE")
+        # Enough to keep every connection busy, twice over.
+        self.admitted = asyncio.Semaphore(2 * max(settings.getint("CONCURRENT_REQUESTS"), 1))
         self.started = time.time()
         # Partial files of failed files, kept for the next run.
         self.unfinished: set[Path] = set()
@@ -135,7 +137,11 @@ class NamedFilesPipeline(FilesPipeline):
                 self.inc_stats("uptodate")
             ItemAdapter(item)[self.files_result_field] = files
             return item
-        return await super().process_item(item)
+        # Items are let into the media pipeline's machinery (requests, waits, results) a few
+        # at a time: Scrapy takes CONCURRENT_ITEMS from every page at once, and a listing's
+        # pages come all together.
+        async with self.admitted:
+            return await super().process_item(item)
 
     def _all_stored(self, item: Any) -> list[FileInfo] | None:
         """The outcomes of an item whose files are all stored (and not expired), else None."""

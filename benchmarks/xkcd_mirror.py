@@ -8,7 +8,9 @@ with the tool being timed. One asyncio loop in its own process, HTTP/1.1 with ke
 
     python3 benchmarks/xkcd_mirror.py --first 1 --last 1400 --delay-ms 50
 
-It prints one line, `site=http://127.0.0.1:P images=http://127.0.0.1:Q`, once it serves.
+It prints one line, `site=http://127.0.0.1:P images=http://localhost:Q`, once it serves: the
+images on another host name, as imgs.xkcd.com is to xkcd.com, so that a per-host limit holds for
+each as it would on the real site (both names are the loopback, 127.0.0.1).
 GET /__stats__ on the site port (not delayed, not counted) answers the requests counted
 since the last GET /__reset__, by host and kind.
 """
@@ -158,7 +160,8 @@ async def main(args: argparse.Namespace) -> None:
     socks = {"site": listening(), "images": listening()}
     site = Site()
     site.origin = f"http://127.0.0.1:{socks['site'].getsockname()[1]}"
-    site.images = f"http://127.0.0.1:{socks['images'].getsockname()[1]}"
+    # Another host name, as imgs.xkcd.com is to xkcd.com: a per-host limit holds for each.
+    site.images = f"http://localhost:{socks['images'].getsockname()[1]}"
     server = Server(Mirror(site, args.first, args.last), args.delay_ms / 1000)
     servers = [await server.serve(role, sock) for role, sock in socks.items()]
     print(f"site={site.origin} images={site.images}", flush=True)

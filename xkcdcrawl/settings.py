@@ -6,7 +6,8 @@ from scrapy.settings.default_settings import EXTENSIONS_BASE as _SCRAPY_EXTENSIO
 BOT_NAME = "xkcdcrawl"
 SPIDER_MODULES = ["xkcdcrawl.spiders"]
 NEWSPIDER_MODULE = "xkcdcrawl.spiders"
-SPIDER_LOADER_CLASS = "xkcdcrawl.spiderloader.SpiderLoader"  # a crawl imports its own spider only
+# A crawl imports its own spider's module only.
+SPIDER_LOADER_CLASS = "xkcdcrawl.spiderloader.SpiderLoader"
 COMMANDS_MODULE = "xkcdcrawl.commands"
 
 # Who we are, and how hard we knock: per host, never more than this many requests at once.

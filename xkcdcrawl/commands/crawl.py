@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import gc
+import importlib
 import sys
 import tempfile
 from pathlib import Path
@@ -146,6 +148,14 @@ class Command(ScrapyCrawl):
             raise UsageError("give exactly one spider name")
         assert self.settings is not None
         assert self.crawler_process is not None
+        # The HTTP handler's TLS modules each build deprecated-class shims that call inspect.stack(),
+        # whose cost grows with the import frames on the stack: one by one from here, not nested
+        # three deep under the engine's handler loading, they take ~30 ms less of each start-up.
+        # Only a head start: should a Scrapy upgrade move them, the handler imports what it needs.
+        for module in ("scrapy.core.downloader.tls", "scrapy.core.downloader.contextfactory"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+
         crawler = self._create_crawler(args[0])
         self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()

@@ -53,6 +53,8 @@ def test_a_file_changed_on_the_server_is_fetched_again(tmp_path: Path, crawl: Cr
     }
     assert sorted(fetched) == ["/grows.bin", "/robots.txt", "/same-size.txt"]
     assert "Files: 0 downloaded, 1 uptodate, 0 failed, 0 filtered, 2 updated" in again.stderr
+    # What was fetched again counts as downloaded bytes: 12345 + 9.
+    assert "Downloaded 12.1 KiB in " in again.stderr
     statuses = {f["path"]: f["status"] for item in again.items() for f in item["files"]}
     assert statuses == {
         f"{here}/grows.bin": "updated",

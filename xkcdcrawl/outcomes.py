@@ -45,6 +45,8 @@ FAILED = "failed"
 STATUSES = (DOWNLOADED, UPTODATE, FAILED, FILTERED, UPDATED, INTERRUPTED)
 ALWAYS_SHOWN = frozenset({DOWNLOADED, UPTODATE, FAILED, FILTERED})
 COMPLETE = frozenset({DOWNLOADED, UPDATED, UPTODATE, CACHED})
+# Complete, and fetched in this run: what "Downloaded N MiB" counts.
+FETCHED = frozenset({DOWNLOADED, UPDATED})
 
 # The files pipeline counts each file under Scrapy's own key, file_status_count/<status>.
 FILE_STATUS = "file_status_count/"

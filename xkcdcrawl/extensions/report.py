@@ -28,6 +28,8 @@ from xkcdcrawl.outcomes import (
     DRY_RUN_BYTES,
     DRY_RUN_SIZED,
     DRY_RUN_WOULD_FETCH,
+    FAILED,
+    FETCHED,
     counts,
     log_error,
     not_fetched,
@@ -158,9 +160,9 @@ class RunReport:
         if status in COMPLETE and self.root is not None and path:
             with contextlib.suppress(OSError):
                 size_on_disk = (self.root / path).stat().st_size
-        if status == "downloaded":
+        if status in FETCHED:
             self.bytes += size_on_disk or 0
-        elif status == "failed":
+        elif status == FAILED:
             self.failed_count += 1
             if len(self.failed) < FIRST_FAILURES:
                 self.failed.append((file["url"], file.get("reason") or "unknown"))

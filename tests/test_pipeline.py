@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -131,3 +132,11 @@ async def test_revalidate_asks_the_server_and_a_304_keeps_the_file(tmp_path: Pat
     assert dict(outcome) == {**stored, "status": "uptodate"}
     assert (tmp_path / "store" / "h.test" / "a.txt").read_bytes() == b"one"
     pipeline.close_spider()
+
+
+def test_a_store_that_gives_no_size_is_judged_by_age_alone(pipeline: NamedFilesPipeline) -> None:
+    """gs:// and ftp:// stores say when, not how big: a listed size cannot tell there."""
+    item = listed("a.bin", size="6")
+    assert pipeline._changed(item.url, {"last_modified": time.time(), "checksum": "x"}, item) is None
+    sized: Any = {"last_modified": time.time(), "checksum": "x", "size": 5}
+    assert pipeline._changed(item.url, sized, item) is not None

@@ -191,10 +191,11 @@ class NamedFilesPipeline(FilesPipeline):
         the server is asked (If-None-Match, If-Modified-Since).
         """
         listed: dict[str, str] = field(item, "listed") or {}
-        size = cast("int", stat.get("size", -1))
+        # A gs:// or ftp:// store gives no size: there only the age tells.
+        size = cast("int | None", stat.get("size"))
         if not stat.get("last_modified") or time.time() - stat["last_modified"] > self.expires * 86400:
             return EXPIRED
-        if (bounds := size_range(listed.get("size", ""))) and not bounds[0] <= size <= bounds[1]:
+        if size is not None and (bounds := size_range(listed.get("size", ""))) and not bounds[0] <= size <= bounds[1]:
             return f"listed as {listed['size']}, stored {size} bytes"
         if self.fs is not None and (date := listed.get("date")):
             origin = self.fs.origin(path)

@@ -75,6 +75,16 @@ def parse_sums(text: str, algorithm: str) -> dict[str, str]:
     return digests
 
 
+class ChecksumError(Exception):
+    """A file that is not what the server's digest header or checksum file says it is."""
+
+
+def check(expected: Mapping[str, str], computed: Mapping[str, str]) -> None:
+    """Raise ChecksumError, naming every algorithm whose digest is not the expected one."""
+    if problems := list(mismatches(expected, computed)):
+        raise ChecksumError("checksum mismatch: " + "; ".join(problems))
+
+
 def mismatches(expected: Mapping[str, str], computed: Mapping[str, str]) -> Iterable[str]:
     """One line per algorithm whose digest is not the expected one."""
     for algorithm, digest in expected.items():

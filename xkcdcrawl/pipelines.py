@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 
 from xkcdcrawl.archive import ledger
 from xkcdcrawl.bodyfile import DiskError, PartialState
-from xkcdcrawl.checksums import header_digests, mismatches
+from xkcdcrawl.checksums import ChecksumError, check, header_digests
 from xkcdcrawl.handlers import BodyResult, RangeRefused
 from xkcdcrawl.listing_parse import size_range
 from xkcdcrawl.naming import FileNames, field
@@ -38,7 +38,7 @@ from xkcdcrawl.outcomes import (
     status_of,
 )
 from xkcdcrawl.s3store import StreamingS3FilesStore, configure
-from xkcdcrawl.stores import AtomicFSFilesStore, ChecksumError, IncompleteFileError, Origin, digests_of, hash_range
+from xkcdcrawl.stores import AtomicFSFilesStore, IncompleteFileError, Origin, digests_of, hash_range
 
 if TYPE_CHECKING:
     from scrapy.pipelines.files import StatInfo
@@ -394,8 +394,7 @@ class NamedFilesPipeline(FilesPipeline):
             expected = self._expected(item, header_digests(response.headers))
         # gs:// and ftp:// stores: Scrapy's way, with our checksum.
         if self.fs is None:
-            if problems := list(mismatches(expected, digests_of(response.body, expected))):
-                raise ChecksumError("checksum mismatch: " + "; ".join(problems))
+            check(expected, digests_of(response.body, expected))
             await ensure_awaitable(self.store.persist_file(path, BytesIO(response.body), info))
             return hashlib.sha256(response.body).hexdigest()
         # Scrapy would hash the body in the reactor thread, then the store again: once, in a thread.

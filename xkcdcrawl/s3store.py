@@ -32,8 +32,8 @@ from scrapy.pipelines.files import S3FilesStore
 from twisted.internet.threads import deferToThread
 
 from xkcdcrawl.archive import Ledger
-from xkcdcrawl.checksums import mismatches
-from xkcdcrawl.stores import AtomicFSFilesStore, ChecksumError, Origin, digests_of
+from xkcdcrawl.checksums import check
+from xkcdcrawl.stores import AtomicFSFilesStore, Origin, digests_of
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -132,8 +132,7 @@ class StreamingS3FilesStore(S3FilesStore):
 
     def _persist(self, path: str, buf: BytesIO, expected: dict[str, str], origin: Origin | None = None) -> str:
         digests = digests_of(buf.getbuffer(), {"sha256", *expected})
-        if problems := list(mismatches(expected, digests)):
-            raise ChecksumError("checksum mismatch: " + "; ".join(problems))
+        check(expected, digests)
         buf.seek(0)
         self._put(path, buf, digests["sha256"], origin)
         return digests["sha256"]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from twisted.internet.defer import succeed
 from twisted.internet.threads import deferToThread
 
-from xkcdcrawl.checksums import mismatches
+from xkcdcrawl.checksums import ChecksumError, check
 from xkcdcrawl.naming import partial_key
 
 if TYPE_CHECKING:
@@ -46,10 +46,6 @@ class OutsideStoreError(ValueError):
 
 class IncompleteFileError(Exception):
     """A partial file shorter (or longer) than the file it should hold."""
-
-
-class ChecksumError(Exception):
-    """A file that is not what the server's digest header or checksum file says it is."""
 
 
 class AtomicFSFilesStore:
@@ -102,8 +98,8 @@ class AtomicFSFilesStore:
         expected: dict[str, str] | None = None,
         origin: Origin | None = None,
     ) -> str:
-        if expected and (problems := list(mismatches(expected, digests_of(buf.getbuffer(), expected)))):
-            raise ChecksumError("checksum mismatch: " + "; ".join(problems))
+        if expected:
+            check(expected, digests_of(buf.getbuffer(), expected))
         target = self._target(path)
         part = self.partial / f"{self._tag}-{next(self._serial)}.tmp"
         data = buf.getbuffer()
@@ -175,10 +171,12 @@ class AtomicFSFilesStore:
         # Resumed or fetched in ranges: not hashed on the way, so read once, here.
         if missing := [name for name in {"sha256", *expected} if name not in digests]:
             digests = {**digests, **_file_digests(f, missing)}
-        if problems := list(mismatches(expected, digests)):
+        try:
+            check(expected, digests)
+        except ChecksumError:
             # A wrong file: the next try fetches it whole.
             self.discard(part)
-            raise ChecksumError("checksum mismatch: " + "; ".join(problems))
+            raise
         return digests["sha256"]
 
     def discard(self, part: Path) -> None:

@@ -62,7 +62,8 @@ def crawl_key(settings: BaseSettings, spider: str) -> str:
     return f"redis://{url.hostname}:{url.port or 6379}{url.path or '/0'} {queue}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine runs under that number (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -166,7 +167,7 @@ class StoreLock:
             return "its process is gone"
         if record.get("host") == socket.gethostname():
             # Held on this host: the kernel says its process lives, unless a child inherited the flock.
-            return None if _pid_alive(int(record.get("pid", 0))) else "its process is gone"
+            return None if pid_alive(int(record.get("pid", 0))) else "its process is gone"
         age = time.time() - float(record.get("heartbeat", 0))
         return f"no heartbeat for {age:.0f} s" if age > self.stale else None
 

@@ -33,6 +33,7 @@ from twisted.internet.threads import deferToThread
 
 from xkcdcrawl.archive import Ledger
 from xkcdcrawl.checksums import check
+from xkcdcrawl.lock import pid_alive
 from xkcdcrawl.stores import AtomicFSFilesStore, Origin, digests_of
 
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ class BucketLedger(Ledger):
         adopted = 0
         for orphan in local.parent.glob(f"{name}-*.jsonl"):
             pid = orphan.stem.rsplit("-", 2)[-2]
-            if orphan == local or not pid.isdigit() or _alive(int(pid)):
+            if orphan == local or not pid.isdigit() or pid_alive(int(pid)):
                 continue
             with local.open("ab") as out, orphan.open("rb") as data:
                 shutil.copyfileobj(data, out)
@@ -267,17 +268,6 @@ class BucketLedger(Ledger):
                     self.client.delete_object(Bucket=self.bucket, Key=key)
         finally:
             self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        # The process is alive, and another user's.
-        return True
-    return True
 
 
 def bucket_ledger(crawler: Crawler, name: str) -> BucketLedger:

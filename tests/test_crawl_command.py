@@ -8,7 +8,6 @@ import pytest
 from servers.faultserver import FaultServer, file_body
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from conftest import Crawl
@@ -16,12 +15,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 QUIET = ["-s", "XKCDCRAWL_PROGRESS_INTERVAL=0"]
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as srv:
-        yield srv
 
 
 BAD_SETTINGS = [

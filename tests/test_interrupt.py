@@ -15,7 +15,6 @@ from conftest import PROJECT
 from servers.faultserver import FaultServer, file_body
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from conftest import Crawl
@@ -24,12 +23,6 @@ pytestmark = pytest.mark.e2e
 
 SIZE = 300_000
 FILES = 10
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as srv:
-        yield srv
 
 
 def start_crawl(server: FaultServer, store: Path, urls: str) -> subprocess.Popen[str]:

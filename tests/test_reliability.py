@@ -16,18 +16,11 @@ from servers.faultserver import FaultServer, file_body
 from xkcdcrawl import settings as project_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from conftest import Crawl, Run
 
 FAST_RETRY = ["-s", "XKCDCRAWL_RETRY_BACKOFF=0.1", "-s", "XKCDCRAWL_PROGRESS_INTERVAL=0"]
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as srv:
-        yield srv
 
 
 def urls_file(tmp_path: Path, server: FaultServer, paths: list[str]) -> str:

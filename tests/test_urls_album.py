@@ -14,7 +14,6 @@ from servers.staticsite import StaticSite
 from xkcdcrawl.spiders.album import album_folder, gallery_images, imgur_album_id, imgur_images
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from conftest import Crawl
@@ -22,12 +21,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 QUIET = ["-s", "XKCDCRAWL_PROGRESS_INTERVAL=0"]
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    with FaultServer() as srv:
-        yield srv
 
 
 def test_url_list_file_with_comments_and_a_bad_line(tmp_path: Path, server: FaultServer, crawl: Crawl) -> None:

@@ -12,7 +12,7 @@ A file's store path is ``<folder>/<name>``, relative to FILES_STORE:
   file each time): Content-Disposition's name, then an extension from Content-Type
   (response_path()). What was chosen is kept in the names book, ``.xkcdcrawl/names.jsonl``, so
   that the next run asks for the same path before it downloads (FileNames).
-- **collisions**, one rule everywhere (distinct_name()): the second URL that would take a name
+- **collisions**, one rule everywhere (suffixed(); distinct_name() for a folder's names): the second URL that would take a name
   gets ``<stem>-<8 hex of sha1(URL)><ext>``; a file listed beside a folder of the same name is
   renamed so by clear_of_folders().
 - **partial file**: while it downloads, ``.xkcdcrawl/partial/<partial_key(path)>.part``.
@@ -174,10 +174,15 @@ def type_extension(content_type: bytes | None) -> str:
 def distinct_name(name: str, url: str, taken: set[str]) -> str:
     """name, or name-<hash of url> when another URL of the same folder took it."""
     if name in taken:
-        stem, ext = posixpath.splitext(name)
-        name = f"{stem}-{hashlib.sha1(url.encode()).hexdigest()[:8]}{ext}"
+        name = suffixed(name, url)
     taken.add(name)
     return name
+
+
+def suffixed(name: str, url: str) -> str:
+    """The collision rule's name for a URL whose name is taken: <stem>-<8 hex of sha1(URL)><ext>."""
+    stem, ext = posixpath.splitext(name)
+    return f"{stem}-{hashlib.sha1(url.encode()).hexdigest()[:8]}{ext}"
 
 
 def field(item: Any, name: str) -> Any:
@@ -225,7 +230,7 @@ def clear_of_folders(name: str, url: str, folders: set[str]) -> str:
     A listing may have both ``dup`` and ``dup/``: the folder keeps the name (its files go under
     it), the file takes the collision rule's name, the same on every run.
     """
-    return distinct_name(name, url, set(folders)) if safe_segment(name) in folders else name
+    return suffixed(name, url) if safe_segment(name) in folders else name
 
 
 def needs_response_name(url: str, path: str, named: bool, draw: int | None) -> bool:
@@ -288,7 +293,7 @@ class FileNames:
             return path, True
         # Scrapy asks for the path before downloading, to skip stored files: the name
         # the response gave last time is in the names book, and stays the name.
-        if (chosen := self.book.get(f"{url}#draw={draw}")) is None:
+        if (chosen := self.book.get(self._key(url, draw))) is None:
             # Not downloaded yet: no file will be found there; choose() names it.
             return path, False
         return str(chosen), True
@@ -302,12 +307,13 @@ class FileNames:
         if chosen in self.taken:
             # download.php?id=1, download.php?id=2, ...: one rule for every collision.
             folder, _, name = chosen.rpartition("/")
-            chosen = f"{folder}/{distinct_name(name, request.url, {name})}"
-        self.book.record(self._key(request), chosen)
+            chosen = f"{folder}/{suffixed(name, request.url)}"
+        self.book.record(self._key(request.url, request.meta.get("draw")), chosen)
         self.taken.add(chosen)
         request.meta["store_path"] = chosen
         return chosen
 
     @staticmethod
-    def _key(request: Request) -> str:
-        return f"{request.url}#draw={request.meta.get('draw')}"
+    def _key(url: str, draw: int | None) -> str:
+        """A file's key in the names book."""
+        return f"{url}#draw={draw}"

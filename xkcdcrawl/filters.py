@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any, Self
 from scrapy.downloadermiddlewares.offsite import OffsiteMiddleware
 from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
 from scrapy.exceptions import IgnoreRequest
-from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.httpobj import urlparse_cached
 
+from xkcdcrawl.extensions.progress import is_file_request
 from xkcdcrawl.outcomes import OFFSITE, ROBOTS_TXT, Filtered
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class Offsite(OffsiteMiddleware):
         return middleware
 
     def process_request(self, request: Request, spider: Any = None) -> None:
-        if self.file_hosts and request.callback is NO_CALLBACK and request.meta.get("allow_offsite"):
+        if self.file_hosts and is_file_request(request):
             host = (urlparse_cached(request).hostname or "").lower()
             if not any(host == allowed or host.endswith("." + allowed) for allowed in self.file_hosts):
                 self.stats.inc_value("offsite/filtered")

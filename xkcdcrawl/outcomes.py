@@ -212,7 +212,8 @@ def interrupted(stats: StatsCollector | None) -> bool:
 
 def not_fetched(stats: StatsCollector) -> int:
     """Files an interrupted run did not fetch: those it parked, and those found but never asked for."""
-    done = sum(counts(stats).values()) - counts(stats)[INTERRUPTED]
+    found = counts(stats)
+    done = sum(found.values()) - found[INTERRUPTED]
     return max(int(stats.get_value(EXPECTED_FILES, 0)) - done, 0)
 
 

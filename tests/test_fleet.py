@@ -65,7 +65,7 @@ def spawn(urls: list[str], settings: dict[str, str], log: Path) -> subprocess.Po
 def fleet_settings(redis_url: str, store: Path, per_host: int, budget: bool) -> dict[str, str]:
     return {
         "SCHEDULER": "scrapy_redis.scheduler.Scheduler",
-        "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
+        "DUPEFILTER_CLASS": "xkcdcrawl.redisqueue.ReliableDupeFilter",
         "REDIS_URL": redis_url,
         "SCHEDULER_QUEUE_KEY": "%(spider)s:fleet:requests",
         "SCHEDULER_DUPEFILTER_KEY": "%(spider)s:fleet:dupefilter",

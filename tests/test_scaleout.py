@@ -35,6 +35,7 @@ from servers.faultserver import FaultServer, file_body
 
 from xkcdcrawl.fingerprint import DrawFingerprinter
 from xkcdcrawl.items import ComicItem
+from xkcdcrawl.redisqueue import PUSH_ONCE, UNSEEN, ReliableDupeFilter
 from xkcdcrawl.spiders import listing, xkcd
 
 if TYPE_CHECKING:
@@ -116,6 +117,24 @@ def test_without_persist_the_first_worker_to_finish_wipes_the_shared_frontier(se
     assert not busy.enqueue_request(page.copy())
 
 
+def test_a_request_the_fleet_has_seen_is_in_a_queue(server: redis.Redis) -> None:
+    """ReliableDupeFilter only looks; the push adds the fingerprint and queues in one step (PUSH_ONCE)."""
+    dupefilter = ReliableDupeFilter(server, key="listing:once:dupefilter")
+    push_once = server.register_script(PUSH_ONCE)
+    first, second = Request("http://127.0.0.1:9/tree/d0/"), Request("http://127.0.0.1:9/tree/d0/")
+    assert not dupefilter.request_seen(first)
+    # The worker dies here, between its look and its push: the request is no one's yet.
+    assert not server.exists("listing:once:dupefilter")
+    assert not dupefilter.request_seen(second)
+    key, fingerprint = second.meta[UNSEEN]
+    # Two workers that both looked before either pushed: one of them queues it.
+    pushes = [push_once(keys=["listing:once:requests", key], args=[fingerprint, 0, data]) for data in (b"a", b"b")]
+    assert pushes == [1, 0]
+    assert server.zcard("listing:once:requests") == 1
+    assert dupefilter.request_seen(Request("http://127.0.0.1:9/tree/d0/"))
+    server.delete("listing:once:requests", "listing:once:dupefilter")
+
+
 def test_the_redis_dupefilter_ignores_request_fingerprinter_class() -> None:
     """scrapy-redis hashes method, canonical URL and body itself: REQUEST_FINGERPRINTER_CLASS has no say."""
     one, two = (Request("http://127.0.0.1:9/random/8/8", meta={"draw": n}) for n in (1, 2))
@@ -169,7 +188,7 @@ def scale_out_settings(redis_url: str, job: str, store: Path) -> dict[str, str]:
     return {
         "SPIDER_MODULES": "xkcdcrawl.scaleout",
         "SCHEDULER": "scrapy_redis.scheduler.Scheduler",
-        "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
+        "DUPEFILTER_CLASS": "xkcdcrawl.redisqueue.ReliableDupeFilter",
         "REDIS_URL": redis_url,
         "SCHEDULER_PERSIST": "True",  # else the first worker to finish deletes the others' frontier
         "SCHEDULER_QUEUE_KEY": f"%(spider)s:{job}:requests",  # one frontier per crawl

@@ -52,7 +52,7 @@ def settings_for(redis_url: str, job: str, store: Path) -> dict[str, str]:
     return {
         "SPIDER_MODULES": "xkcdcrawl.scaleout",
         "SCHEDULER": "scrapy_redis.scheduler.Scheduler",
-        "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
+        "DUPEFILTER_CLASS": "xkcdcrawl.redisqueue.ReliableDupeFilter",
         "REDIS_URL": redis_url,
         "SCHEDULER_QUEUE_KEY": f"%(spider)s:{job}:requests",
         "SCHEDULER_DUPEFILTER_KEY": f"%(spider)s:{job}:dupefilter",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 from scrapy.exceptions import DontCloseSpider
 from scrapy.utils.asyncio import create_looping_call
+from scrapy_redis.dupefilter import RFPDupeFilter  # type: ignore[import-untyped]
 from scrapy_redis.queue import PriorityQueue  # type: ignore[import-untyped]
 
 from xkcdcrawl.acknowledge import TAKEN, acknowledge, scores_key
@@ -46,6 +47,18 @@ redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('SET', KEYS[5], 1, 'PX', tonumber(ARGV[3]))
 return top[1]
 """
+
+# KEYS: queue, dupefilter. ARGV: fingerprint, score, request.
+# Seen and queued in one step: a worker killed between the two would leave a request seen by the
+# fleet and in nobody's queue, lost.
+PUSH_ONCE = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+return 1
+"""
+
+# request.meta key: (dupefilter key, fingerprint) of a request ReliableDupeFilter found unseen.
+UNSEEN = "xkcdcrawl_unseen"
 
 # KEYS: workers. ARGV: queue key, this worker.
 # Requeues the entries of workers that are not alive; returns {requeued, held by live others}.
@@ -70,6 +83,22 @@ return {moved, busy}
 
 
 # scrapy-redis has no type hints, hence the type: ignore.
+class ReliableDupeFilter(RFPDupeFilter):  # type: ignore[misc]
+    """scrapy-redis's shared set of requests seen, whose request is added to it with its push.
+
+    request_seen() only looks; ReliableQueue.push() adds the fingerprint and queues the request
+    in one Lua script, so that what the fleet has seen is always in a queue (or done).
+    """
+
+    def request_seen(self, request: Request) -> bool:
+        fingerprint = self.request_fingerprint(request)
+        if self.server.sismember(self.key, fingerprint):
+            return True
+        request.meta[UNSEEN] = (self.key, fingerprint)
+        return False
+
+
+# scrapy-redis has no type hints, hence the type: ignore.
 class ReliableQueue(PriorityQueue):  # type: ignore[misc]
     """scrapy-redis's PriorityQueue whose pop keeps the request until it is acknowledged."""
 
@@ -83,6 +112,13 @@ class ReliableQueue(PriorityQueue):  # type: ignore[misc]
         self.alive_ms = int(settings.getfloat("XKCDCRAWL_WORKER_TTL") * 1000)
         self._numbers = itertools.count()
         self._pop = server.register_script(POP)
+        self._push_once = server.register_script(PUSH_ONCE)
+        if settings.get("DUPEFILTER_CLASS") != f"{__name__}.ReliableDupeFilter":
+            logger.warning(
+                "DUPEFILTER_CLASS is not %s.ReliableDupeFilter: a worker killed while it queues a request"
+                " may lose it (seen by the fleet, in no queue)",
+                __name__,
+            )
         self._recover = server.register_script(RECOVER)
         self.heartbeat()
         self._ticker = create_looping_call(self.heartbeat)
@@ -96,7 +132,12 @@ class ReliableQueue(PriorityQueue):  # type: ignore[misc]
 
     def push(self, request: Request) -> None:
         taken = request.meta.pop(TAKEN, None)
-        super().push(request)
+        if (unseen := request.meta.pop(UNSEEN, None)) is not None:
+            dupefilter, fingerprint = unseen
+            data = self._encode_request(request)
+            self._push_once(keys=[self.key, dupefilter], args=[fingerprint, -request.priority, data])
+        else:
+            super().push(request)
         if taken is not None:
             acknowledge(self.server, taken)
 

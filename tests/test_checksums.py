@@ -105,3 +105,18 @@ def test_a_listing_s_checksum_files_are_checked(tmp_path: Path) -> None:
     assert verified[f"{folder}/a.bin"]["verified"] == ["sha256"]
     assert verified[f"{folder}/sub/c.iso"]["verified"] == ["sha256"]
     assert verified[f"{folder}/b.bin"]["outcome"] == "failed"
+
+
+@pytest.mark.e2e
+def test_a_checksum_file_reject_leaves_out_checks_nothing(tmp_path: Path) -> None:
+    """-a reject=SHA256SUMS: the files are fetched unchecked, as if it were not there."""
+    root, store = tmp_path / "root", tmp_path / "store"
+    root.mkdir()
+    (root / "a.bin").write_bytes(b"a" * 5000)
+    (root / "SHA256SUMS").write_text(f"{'0' * 64}  a.bin\n", encoding="utf-8")
+    with nginx(root) as url:
+        run = run_crawl("listing", "-a", f"url={url}", "-a", "reject=SHA256SUMS", "-s", f"FILES_STORE={store}", *FAST)
+    assert run.returncode == 0, run.stderr
+    assert (store / host_folder(url) / "a.bin").read_bytes() == b"a" * 5000
+    assert not (store / host_folder(url) / "SHA256SUMS").exists()
+    assert "Traceback" not in run.stderr

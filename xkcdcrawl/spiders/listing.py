@@ -148,7 +148,11 @@ class ListingSpider(ArgsSpider[ListingArgs]):
         # read first, the files then go with the digests the pipeline checks them against.
         if any(sums_algorithm(entry.path.rpartition("/")[2]) for entry in entries):
             listed = list(items)
-            yield self.sums_request([i for i in listed if sums_algorithm(i.name or "")], listed)
+            # Unless -a reject= left them out.
+            if sums := [i for i in listed if sums_algorithm(i.name or "")]:
+                yield self.sums_request(sums, listed)
+            else:
+                yield from listed
         else:
             # One at a time, as the pipeline takes them: a page's items are not all in memory at once.
             yield from items

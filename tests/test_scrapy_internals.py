@@ -92,6 +92,7 @@ CALLABLES = [
     ),
     ("scrapy.core.scraper", "Scraper._check_if_closing", ["self"], "xkcdcrawl.spiders.urls"),
     ("scrapy_redis.queue", "Base._decode_request", ["self", "encoded_request"], "xkcdcrawl.redisqueue"),
+    ("scrapy_redis.queue", "Base._encode_request", ["self", "request"], "xkcdcrawl.redisqueue"),
     ("scrapy.pipelines.files", "FilesPipeline._update_stores", ["settings"], "xkcdcrawl.pipelines"),
     ("scrapy.pipelines.files", "S3FilesStore._onsuccess", ["boto_key"], "xkcdcrawl.s3store"),
     ("scrapy.pipelines.files", "S3FilesStore._headers_to_botocore_kwargs", ["self", "headers"], "xkcdcrawl.s3store"),

@@ -6,12 +6,11 @@ import argparse
 from typing import TYPE_CHECKING
 
 import pytest
-from pydantic import ValidationError
 from scrapy.spiderloader import SpiderLoader
 from scrapy.utils.project import get_project_settings
 from scrapy.utils.test import get_crawler
 
-from xkcdcrawl.args import SpiderArgs, XkcdArgs, describe
+from xkcdcrawl.args import ArgsError, ListingArgs, SpiderArgs, XkcdArgs, usage
 from xkcdcrawl.commands.crawl import Command
 from xkcdcrawl.spiders import ArgsSpider
 from xkcdcrawl.spiders.xkcd import XkcdSpider
@@ -60,14 +59,41 @@ def test_runner_arguments_are_dropped_and_values_typed() -> None:
     [
         ({"strat": "1"}, "unknown argument 'strat' (did you mean 'start'?)"),
         ({"start": "5", "end": "2"}, "end (2) is before start (5)"),
-        ({"end": "x"}, "end='x': Input should be a valid integer, unable to parse string as an integer"),
+        ({"end": "x"}, "end='x': not a whole number"),
+        ({"hires": "maybe", "start": "0"}, "hires='maybe': not true or false; start='0': must be 1 or more"),
         ({"base_url": "file:///etc"}, "base_url='file:///etc': 'file:///etc' is not an http(s) URL"),
     ],
 )
 def test_a_bad_argument_fails_in_from_crawler_with_one_line(kwargs: dict[str, str], message: str) -> None:
-    with pytest.raises(ValidationError) as error:
+    with pytest.raises(ArgsError) as error:
         XkcdSpider.from_crawler(get_crawler(XkcdSpider), **kwargs)
-    assert describe(error.value, XkcdArgs) == message
+    assert str(error.value) == message
+
+
+def test_values_already_typed_are_taken_and_flags_read_as_words() -> None:
+    args = XkcdArgs.from_kwargs({"start": 3, "hires": "Yes", "dry_run": "off"})
+    assert (args.start, args.hires, args.dry_run) == (3, True, False)
+    with pytest.raises(ArgsError, match="start=True: not a whole number"):
+        XkcdArgs.from_kwargs({"start": True})
+
+
+def test_a_missing_required_argument_is_named_with_an_example() -> None:
+    with pytest.raises(ArgsError) as error:
+        ListingArgs.from_kwargs({"depth": "1"})
+    assert error.value.problems == ["missing -a url=...: the listing to mirror, e.g. -a url=https://host/pub/"]
+
+
+def test_usage_lists_every_argument_with_default_meaning_and_example() -> None:
+    text = usage("xkcd", "Comics.", XkcdArgs)
+    lines = text.splitlines()
+    assert lines[:3] == ["Comics.", "", "arguments of xkcd (-a NAME=VALUE):"]
+    assert [line.split()[0] for line in lines[3:]] == ["dry_run", "retry_failed", "start", "end", "base_url", "hires"]
+    # One column for the defaults, whatever the names' lengths.
+    assert len({line.index("default:") for line in lines[3:]}) == 1
+    assert "  end          default: none" in text
+    assert "last comic number (none: the newest) (e.g. -a end=1400)" in text
+    assert "None" not in text
+    assert "(required)" in usage("listing", "Listings.", ListingArgs)
 
 
 def crawl_command(store: Path, *argv: str) -> tuple[Command, argparse.Namespace, list[str]]:

@@ -290,9 +290,9 @@ def test_bad_argument_job_ends_with_one_line_and_no_files(server: Scrapyd, xkcd:
     # Refused before Scrapy opens LOG_FILE: the crawl command writes its one line there itself.
     assert finished["log_url"] == f"/logs/{NAME}/xkcd/{job}.log"
     log = server.job_log(job).read_text(encoding="utf-8")
-    assert log == "scrapy crawl xkcd: error: end='0': Input should be greater than 0\n"
+    assert log == "scrapy crawl xkcd: error: end='0': must be 1 or more\n"
     output = server.output()
-    assert job_stderr(output, job) == ["scrapy crawl xkcd: error: end='0': Input should be greater than 0"]
+    assert job_stderr(output, job) == ["scrapy crawl xkcd: error: end='0': must be 1 or more"]
     assert f"Process died: exitstatus=2 project='{NAME}' spider='xkcd' job='{job}'" in output
     assert "Traceback" not in output
 

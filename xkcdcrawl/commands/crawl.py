@@ -11,14 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 from scrapy.settings import default_settings
 from scrapy.spiderloader import get_spider_loader
 
 from xkcdcrawl import settings as project_settings
-from xkcdcrawl.args import describe, usage
+from xkcdcrawl.args import usage
 from xkcdcrawl.outcomes import EXIT_REFUSED, exit_status
 
 if TYPE_CHECKING:
@@ -137,8 +136,9 @@ class Command(ScrapyCrawl):
             spider_args = model.from_kwargs(opts.spargs)
             if check := getattr(spidercls, "check_settings", None):
                 check(spider_args, self.settings)
-        except (ValidationError, ValueError) as error:
-            self._refuse(args[0], describe(error, model) if isinstance(error, ValidationError) else str(error))
+        except ValueError as error:
+            # ArgsError names every bad argument; check_settings() says what is missing.
+            self._refuse(args[0], str(error))
         # Last: a refused argument or setting must leave no folder behind.
         if problem := bad_setting(self.settings) or unusable_store(self.settings):
             self._refuse(args[0], problem)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scrapy.http import HtmlResponse
 
-from xkcdcrawl.listing_parse import relative_path, size_range, split_listing
+from xkcdcrawl.listing_parse import _entry_url, relative_path, size_range, split_listing
 from xkcdcrawl.naming import MAX_NAME_BYTES, store_path
 from xkcdcrawl.spiders.listing import listed_file
 
@@ -423,3 +423,21 @@ def test_a_rounded_size_stands_for_a_range(text: str, inside: list[int], outside
 def test_a_size_that_is_none_is_no_size() -> None:
     assert size_range("-") is None
     assert size_range("") is None
+
+
+_PLAIN_CHARS = st.sampled_from(
+    [*"abcXYZ019-._~!$&'()*+,;=@", "%20", "%2F", "%C3%A9", "%25", "%", ":", "?", "#", "/", "\\"]
+)
+
+
+@given(hrefs=st.lists(st.lists(_PLAIN_CHARS, min_size=1, max_size=6).map("".join), max_size=8))
+def test_a_page_without_base_joins_links_as_urljoin_and_safe_url_string_would(hrefs: list[str]) -> None:
+    # A plain link is joined to its page's folder directly (a fast path): the same URL, or the
+    # same refusal, as the long way through urljoin() and safe_url_string().
+    page = "http://h.test/pub/sub/"
+    response = _page(page, _links(*hrefs))
+    for href in hrefs:
+        assert _entry_url(response, href, page) == _entry_url(response, href)
+    # And a page whose <base> names another folder joins every link to that one.
+    based = _page(page, _links(*hrefs).replace("<body>", '<head><base href="/other/"></head><body>', 1))
+    assert all(url.startswith("http://h.test/other/") for url in split_listing(based, "http://h.test/")[1])

@@ -8,12 +8,17 @@ from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from scrapy.http import TextResponse
 from scrapy.selector import Selector
+from scrapy.utils.response import get_base_url
 from w3lib.html import strip_html5_whitespace
 from w3lib.url import safe_url_string
 
 _SCHEMES = frozenset({"http", "https"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _BAD_NAMES = frozenset({"", ".", ".."})
+# A link that is one name (or name/), percent-encoded already: what autoindex pages write.
+# Joined to its page's folder it is what urljoin() and safe_url_string() make of it (not ';':
+# urljoin() reads it as the start of parameters).
+_PLAIN_LINK = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,=@]|%[0-9A-Fa-f]{2})+/?")
 
 Origin = tuple[str, str | None, str | None, str | None, int | None]
 # What a listing shows of a file, as it shows it: {"size": "4.1K", "date": "01-Dec-2026 21:00"}.
@@ -62,11 +67,14 @@ def list_entries(response: TextResponse, root: str) -> tuple[list[str], list[Ent
     # path below root is the page's and the link's below the page.
     root_implied = page_dir == root or _is_below(page_dir, root)
     prefix = relative_path(page_dir, root) if root_implied and page_dir != root else ""
+    # Links are joined to the page's own URL unless a <base> says otherwise; the page's folder
+    # then takes a plain name as it is (a third of a re-run's listing work was the long way).
+    plain_dir = page_dir if get_base_url(response) == response.url and safe_url_string(page_dir) == page_dir else None
     # lxml's own strings: a Selector for each of 20,000 links was a third of a re-run. And a
     # tree of its own, not the one the response keeps (response.selector) while its items are
     # processed: half a megabyte for a page of 500 files, freed here once they are listed.
     for href in Selector(response=response).root.xpath("//a/@href"):
-        url = _entry_url(response, str(href))
+        url = _entry_url(response, str(href), plain_dir)
         if url is None:
             continue
         try:
@@ -156,8 +164,14 @@ def relative_path(url: str, root: str) -> str:
     return "/".join(_decode(s) for s in rest) + ("/" if target.path.endswith("/") else "")
 
 
-def _entry_url(response: TextResponse, href: str) -> str | None:
-    """Absolute, fragment-less, percent-encoded URL of an entry link, or None."""
+def _entry_url(response: TextResponse, href: str, plain_dir: str | None = None) -> str | None:
+    """Absolute, fragment-less, percent-encoded URL of an entry link, or None.
+
+    plain_dir: the page's folder URL, when links are joined to the page's URL (no <base>) and
+    it is percent-encoded: a plain name is then that folder's URL and the name.
+    """
+    if plain_dir is not None and _PLAIN_LINK.fullmatch(href) and href.rstrip("/") not in _BAD_NAMES:
+        return plain_dir + href
     try:
         absolute = response.urljoin(strip_html5_whitespace(href))
         parts = urlsplit(absolute)

@@ -10,7 +10,7 @@ from scrapy.spiderloader import SpiderLoader
 from scrapy.utils.project import get_project_settings
 from scrapy.utils.test import get_crawler
 
-from xkcdcrawl.args import ArgsError, ListingArgs, SpiderArgs, XkcdArgs, usage
+from xkcdcrawl.args import ArgsError, ListingArgs, SpiderArgs, UrlsArgs, XkcdArgs, usage
 from xkcdcrawl.commands.crawl import Command
 from xkcdcrawl.spiders import ArgsSpider
 from xkcdcrawl.spiders.xkcd import XkcdSpider
@@ -123,3 +123,10 @@ def test_the_crawl_command_lets_good_arguments_through(tmp_path: Path, capsys: p
     command.process_options(args, opts)
     assert opts.spargs == {"urls": "http://a.test/a.bin"}
     assert capsys.readouterr().err == ""
+
+
+def test_the_report_writes_the_arguments_as_json_values(tmp_path: Path) -> None:
+    listed = tmp_path / "urls.txt"
+    listed.write_text("http://a.test/a.bin\n", encoding="utf-8")
+    args = UrlsArgs.from_kwargs({"file": str(listed), "repeat": "3"})
+    assert args.as_json() == {"dry_run": False, "retry_failed": False, "file": str(listed), "urls": None, "repeat": 3}

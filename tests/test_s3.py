@@ -21,6 +21,7 @@ from scrapy.utils.test import get_crawler
 from servers.faultserver import FaultServer, file_body
 from servers.s3server import S3Server, s3_server
 
+from xkcdcrawl.extensions.progress import size
 from xkcdcrawl.lock import StoreLockExtension
 from xkcdcrawl.s3store import PART_SIZE, BucketLedger, bucket_ledger
 
@@ -87,6 +88,8 @@ def test_a_listing_mirrored_into_s3_is_exact_and_a_rerun_fetches_no_file(
     expected = {f"{site.folder}/tree/{name}": file_body(name) for name in TREE_FILES}
     assert objects(s3, "listing/") == expected
     assert "Files: 35 downloaded" in first.stderr
+    # The summary counts the bytes that went into the bucket, with no local file to look at.
+    assert f"Downloaded {size(sum(map(len, expected.values())))} in " in first.stderr
     complaints = [
         line.split(" ", 2)[2] for line in first.stderr.splitlines() if " ERROR: " in line or " WARNING: " in line
     ]

@@ -36,6 +36,7 @@ def test_range_with_404_downloads_real_names_and_exports_each_comic(xkcd: Site, 
             "path": "xkcd/1000_miles_north.png",
             "checksum": first["files"][0]["checksum"],
             "status": "downloaded",
+            "size": len(image_bytes("/comics/1000_miles_north.png")),
         }
     ]
     assert "'xkcd/comics_missing': 1" in run.stderr

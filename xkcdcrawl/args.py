@@ -138,6 +138,11 @@ class SpiderArgs:
             # What __post_init__ found wrong between the arguments.
             raise ArgsError([str(error)]) from None
 
+    def as_json(self) -> dict[str, Any]:
+        """The arguments as the run report writes them: JSON values (a file name as its text)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: str(value) if isinstance(value, Path) else value for name, value in values.items()}
+
 
 def usage(spider: str, doc: str, model: type[SpiderArgs]) -> str:
     """What `scrapy crawl SPIDER -a help=true` prints: each argument, its default and meaning."""

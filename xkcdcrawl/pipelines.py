@@ -67,6 +67,12 @@ def _hash_range(path: Path, first: int, last: int, hashers: dict[str, Any]) -> N
         hash_range(f, hashers, first, last)
 
 
+def _uptodate(url: str, path: str, stat: StatInfo) -> FileInfo:
+    """The outcome of a file the store has, as the server has it."""
+    info = {"url": url, "path": path, "checksum": stat.get("checksum"), "status": UPTODATE, "size": stat.get("size")}
+    return cast("FileInfo", info)
+
+
 class _RangesRefused(FileException):
     """The ranges of a split file cannot be had any more: its partial file is gone."""
 
@@ -153,7 +159,7 @@ class NamedFilesPipeline(FilesPipeline):
             stat = self.fs.stat_now(path)
             if not stat or self._changed(path, stat, item) is not None:
                 return None
-            files.append({"url": url, "path": path, "checksum": stat["checksum"], "status": UPTODATE})
+            files.append(_uptodate(url, path, stat))
         return files
 
     # (MediaPipeline awaits whatever this returns: a coroutine, not only a Deferred)
@@ -177,11 +183,10 @@ class NamedFilesPipeline(FilesPipeline):
                 logger.info("Changed on the server: %s (%s), fetched again", request.url, why)
             # Fetched again: it replaces the stored version, atomically, and is counted updated.
             request.meta["replaces"] = stat.get("checksum")
+            request.meta["replaces_size"] = stat.get("size")
             return None
         self.inc_stats(UPTODATE)
-        return cast(
-            "FileInfo", {"url": request.url, "path": path, "checksum": stat.get("checksum"), "status": UPTODATE}
-        )
+        return _uptodate(request.url, path, stat)
 
     def _changed(self, path: str, stat: StatInfo, item: Any) -> str | None:
         """Why a stored file may not be what the server has now; None: it is.
@@ -254,9 +259,8 @@ class NamedFilesPipeline(FilesPipeline):
             # Asked with If-None-Match / If-Modified-Since: the stored file is the server's.
             self.inc_stats(UPTODATE)
             path = self.file_path(request, item=item)
-            return cast(
-                "FileInfo", {"url": request.url, "path": path, "checksum": request.meta["replaces"], "status": UPTODATE}
-            )
+            stored = {"checksum": request.meta["replaces"], "size": request.meta.get("replaces_size")}
+            return _uptodate(request.url, path, cast("StatInfo", stored))
         # Scrapy's message says only "download-error".
         if response.status != 200:
             raise FileException(f"HTTP {response.status}")
@@ -270,14 +274,19 @@ class NamedFilesPipeline(FilesPipeline):
         expected = self._expected(item, header_digests(response.headers))
         checksum = await self.file_downloaded(response, request, info, item=item, expected=expected)
         self.inc_stats(status)
-        return self._stored(request, path, checksum, status, expected)
+        return self._stored(request, path, checksum, status, expected, len(response.body))
 
     def _expected(self, item: Any, published: dict[str, str]) -> dict[str, str]:
         """What the file must be: the listing's checksum files, then the server's digest headers."""
         return {**published, **(field(item, "digests") or {})}
 
-    def _stored(self, request: Request, path: str, checksum: str, status: str, verified: dict[str, str]) -> FileInfo:
+    def _stored(
+        self, request: Request, path: str, checksum: str, status: str, verified: dict[str, str], size: int | None
+    ) -> FileInfo:
         info: dict[str, Any] = {"url": request.url, "path": path, "checksum": checksum, "status": status}
+        if size is not None:
+            # Its bytes, as stored: the run report counts them without a look at the store.
+            info["size"] = size
         if verified:
             # Checked against what the server published.
             info["verified"] = sorted(verified)
@@ -305,7 +314,7 @@ class NamedFilesPipeline(FilesPipeline):
             raise FileException(str(error)) from None
         status = self._new_status(request)
         self.inc_stats(status)
-        return self._stored(request, path, checksum, status, expected)
+        return self._stored(request, path, checksum, status, expected, result.length)
 
     @staticmethod
     def _new_status(request: Request) -> str:

@@ -20,6 +20,7 @@ from itemadapter import ItemAdapter
 from scrapy import signals
 
 from xkcdcrawl.archive import local_store
+from xkcdcrawl.args import SpiderArgs
 from xkcdcrawl.extensions.progress import duration, size
 from xkcdcrawl.items import FileItem
 from xkcdcrawl.outcomes import (
@@ -91,8 +92,7 @@ def report_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 def spider_args(spider: Spider | None) -> dict[str, Any]:
     args = getattr(spider, "args", None)
-    dump = getattr(args, "model_dump", None)
-    return dump(mode="json") if dump else {}
+    return args.as_json() if isinstance(args, SpiderArgs) else {}
 
 
 class RunReport:
@@ -156,8 +156,9 @@ class RunReport:
 
     def record(self, file: dict[str, Any], adapter: ItemAdapter) -> None:
         status, path = file.get("status"), file.get("path")
-        size_on_disk = None
-        if status in COMPLETE and self.root is not None and path:
+        # The pipeline says how big a stored file is; the store is asked only when it did not.
+        size_on_disk = file.get("size") if status in COMPLETE else None
+        if size_on_disk is None and status in COMPLETE and self.root is not None and path:
             with contextlib.suppress(OSError):
                 size_on_disk = (self.root / path).stat().st_size
         if status in FETCHED:

@@ -78,10 +78,10 @@ def test_missing_parents_of_the_store_are_created(server: FaultServer, crawl: Cr
 @pytest.mark.parametrize(
     ("spider", "lines"),
     [
-        ("listing", ["url       (required)", "depth     default: none", "e.g. -a accept=*.zip,*.txt"]),
-        ("urls", ["repeat    default: 1", "fetch each URL this many times"]),
-        ("xkcd", ["start     default: 1", "hires     default: false", "base_url  default: https://xkcd.com"]),
-        ("album", ["url       (required)", "a gallery page, or an Imgur album"]),
+        ("listing", ["url          (required)", "depth        default: none", "e.g. -a accept=*.zip,*.txt"]),
+        ("urls", ["repeat       default: 1", "fetch each URL this many times"]),
+        ("xkcd", ["start        default: 1", "hires        default: false", "base_url     default: https://xkcd.com"]),
+        ("album", ["url          (required)", "a gallery page, or an Imgur album"]),
     ],
 )
 def test_help_lists_every_argument_with_its_default(crawl: Crawl, spider: str, lines: list[str]) -> None:

@@ -32,6 +32,7 @@ from scrapy_redis.dupefilter import RFPDupeFilter  # type: ignore[import-untyped
 from scrapy_redis.queue import PriorityQueue  # type: ignore[import-untyped]
 from scrapy_redis.scheduler import Scheduler  # type: ignore[import-untyped]
 from servers.faultserver import FaultServer, file_body
+from servers.redisserver import fleet_settings
 
 from xkcdcrawl.fingerprint import DrawFingerprinter
 from xkcdcrawl.items import ComicItem
@@ -184,21 +185,13 @@ def start_worker(n: int, url: str, settings: dict[str, str], work: Path) -> Work
 
 
 def scale_out_settings(redis_url: str, job: str, store: Path) -> dict[str, str]:
-    """What every worker of one crawl gets (README: Scaling out with scrapy-redis)."""
+    """The fleet's settings, for a listing."""
     return {
-        "SPIDER_MODULES": "xkcdcrawl.scaleout",
-        "SCHEDULER": "scrapy_redis.scheduler.Scheduler",
-        "DUPEFILTER_CLASS": "xkcdcrawl.redisqueue.ReliableDupeFilter",
-        "REDIS_URL": redis_url,
+        **fleet_settings(redis_url, job, store),
         "SCHEDULER_PERSIST": "True",  # else the first worker to finish deletes the others' frontier
-        "SCHEDULER_QUEUE_KEY": f"%(spider)s:{job}:requests",  # one frontier per crawl
-        "SCHEDULER_DUPEFILTER_KEY": f"%(spider)s:{job}:dupefilter",
-        "MAX_IDLE_TIME_BEFORE_CLOSE": "6",  # open at least 6 s: an idle worker polls at open, +5 s, +10 s
         # One listing page at a time per worker: the others stay in Redis for the other worker.
         "CONCURRENT_REQUESTS": "1",
         "CONCURRENT_REQUESTS_PER_DOMAIN": str(PER_HOST),
-        "FILES_STORE": str(store),
-        "XKCDCRAWL_PROGRESS_INTERVAL": "0",
     }
 
 

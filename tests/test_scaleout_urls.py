@@ -14,6 +14,7 @@ import pytest
 from conftest import PROJECT, urls_arg
 from scrapy_redis import get_redis  # type: ignore[import-untyped]
 from servers.faultserver import FaultServer, file_body
+from servers.redisserver import fleet_settings
 
 from xkcdcrawl.items import FileItem
 from xkcdcrawl.scaleout import entry_url
@@ -48,18 +49,10 @@ def start_worker(n: int, urls: str, settings: dict[str, str], work: Path) -> sub
 
 
 def settings_for(redis_url: str, job: str, store: Path) -> dict[str, str]:
-    """README: Scaling out with scrapy-redis, for a URL list."""
+    """The fleet's settings, for a URL list."""
     return {
-        "SPIDER_MODULES": "xkcdcrawl.scaleout",
-        "SCHEDULER": "scrapy_redis.scheduler.Scheduler",
-        "DUPEFILTER_CLASS": "xkcdcrawl.redisqueue.ReliableDupeFilter",
-        "REDIS_URL": redis_url,
-        "SCHEDULER_QUEUE_KEY": f"%(spider)s:{job}:requests",
-        "SCHEDULER_DUPEFILTER_KEY": f"%(spider)s:{job}:dupefilter",
-        "MAX_IDLE_TIME_BEFORE_CLOSE": "6",
+        **fleet_settings(redis_url, job, store),
         "CONCURRENT_REQUESTS": "2",  # a few entries at a time: the rest stay in Redis for the other worker
-        "FILES_STORE": str(store),
-        "XKCDCRAWL_PROGRESS_INTERVAL": "0",
         "XKCDCRAWL_WORKER_TTL": "2",
     }
 

@@ -83,3 +83,18 @@ def _wait_for_ping(proc: subprocess.Popen[bytes], port: int, work: Path) -> None
 def _log(work: Path) -> str:
     log = work / "redis.log"
     return log.read_text(errors="replace") if log.exists() else "(no log)"
+
+
+def fleet_settings(redis_url: str, job: str, store: Path) -> dict[str, str]:
+    """What every worker of one crawl gets (README: Scaling out with scrapy-redis), as -s values."""
+    return {
+        "SPIDER_MODULES": "xkcdcrawl.scaleout",
+        "SCHEDULER": "scrapy_redis.scheduler.Scheduler",
+        "DUPEFILTER_CLASS": "xkcdcrawl.redisqueue.ReliableDupeFilter",
+        "REDIS_URL": redis_url,
+        "SCHEDULER_QUEUE_KEY": f"%(spider)s:{job}:requests",  # one frontier per crawl
+        "SCHEDULER_DUPEFILTER_KEY": f"%(spider)s:{job}:dupefilter",
+        "MAX_IDLE_TIME_BEFORE_CLOSE": "6",  # open at least 6 s: an idle worker polls at open, +5 s, +10 s
+        "FILES_STORE": str(store),
+        "XKCDCRAWL_PROGRESS_INTERVAL": "0",
+    }

@@ -127,7 +127,7 @@ class SpiderArgs:
             except ValueError as error:
                 problems.append(f"{name}={value!r}: {error}")
         for name, field in fields.items():
-            if name not in kwargs and field.default is REQUIRED and field.default_factory is REQUIRED:
+            if name not in kwargs and field.default is REQUIRED:
                 meta = field.metadata
                 problems.append(f"missing -a {name}=...: {meta['help']}, e.g. -a {name}={meta['example']}")
         if problems:

@@ -156,11 +156,13 @@ class RunReport:
 
     def record(self, file: dict[str, Any], adapter: ItemAdapter) -> None:
         status, path = file.get("status"), file.get("path")
-        # The pipeline says how big a stored file is; the store is asked only when it did not.
-        size_on_disk = file.get("size") if status in COMPLETE else None
-        if size_on_disk is None and status in COMPLETE and self.root is not None and path:
-            with contextlib.suppress(OSError):
-                size_on_disk = (self.root / path).stat().st_size
+        size_on_disk = None
+        if status in COMPLETE:
+            # The pipeline says how big a stored file is; the store is asked only when it did not.
+            size_on_disk = file.get("size")
+            if size_on_disk is None and self.root is not None and path:
+                with contextlib.suppress(OSError):
+                    size_on_disk = (self.root / path).stat().st_size
         if status in FETCHED:
             self.bytes += size_on_disk or 0
         elif status == FAILED:

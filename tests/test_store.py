@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import time
 from io import BytesIO
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted  # type: ignore[import-untyped]
 
 from xkcdcrawl.stores import STALE_PARTIAL, AtomicFSFilesStore, IncompleteFileError
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 INFO: Any = None  # the store does not use the pipeline's SpiderInfo
 
@@ -50,6 +49,22 @@ def test_old_temporary_files_are_removed_new_ones_and_resumable_ones_kept(tmp_pa
     os.utime(resumable, (past, past))
     AtomicFSFilesStore(str(tmp_path))
     assert sorted(p.name for p in partial.iterdir()) == ["0123.part", "new.tmp"]
+
+
+def test_a_dead_crawls_temporary_files_are_removed_at_once_a_live_ones_kept(tmp_path: Path) -> None:
+    # A crawl killed while it wrote a file leaves <pid>@<host>-<tag>-<n>.tmp: the next run on
+    # this machine removes it, however new, unless that process still runs (it may be writing).
+    partial = tmp_path / ".xkcdcrawl" / "partial"
+    partial.mkdir(parents=True)
+    # No process has a number above the kernel's largest.
+    ended = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    host = socket.gethostname()
+    dead, live = partial / f"{ended}@{host}-ab12-0.tmp", partial / f"{os.getpid()}@{host}-cd34-0.tmp"
+    elsewhere = partial / f"{ended}@another-host-ef56-0.tmp"
+    for path in (dead, live, elsewhere):
+        path.write_bytes(b"x")
+    AtomicFSFilesStore(str(tmp_path))
+    assert sorted(p.name for p in partial.iterdir()) == sorted([live.name, elsewhere.name])
 
 
 def test_sweep_removes_what_nobody_resumed(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import secrets
+import socket
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -53,7 +54,7 @@ class AtomicFSFilesStore:
     paths outside the store; remember checksums so a re-run does not hash every file.
 
     Two kinds of files wait in the partial folder. A small body, whole in memory, is written
-    to ``<random>.tmp`` and renamed at once. A streamed body goes to ``<key>.part``, named
+    to ``<pid>@<host>-<random>-<n>.tmp`` and renamed at once. A streamed body goes to ``<key>.part``, named
     after its store path so that a later run finds it and resumes it, with what it needs
     for that in ``<key>.json`` (xkcdcrawl.bodyfile.PartialState).
     """
@@ -63,14 +64,16 @@ class AtomicFSFilesStore:
         self.basedir = str(basedir).split("://", 1)[-1]
         self.root = Path(self.basedir).resolve()
         # Files are written here, then renamed into place: a killed crawl leaves its partial
-        # files out of sight. Another worker may be writing into the same store: only old ones go.
+        # files out of sight. Another worker may be writing into the same store: only the
+        # temporary files of a dead crawl go (_remove_dead_temporaries()).
         self.partial = self.root / ".xkcdcrawl" / "partial"
         self.partial.mkdir(parents=True, exist_ok=True)
-        _remove_older_than(self.partial, STALE_PARTIAL, "*.tmp")
+        _remove_dead_temporaries(self.partial)
         # Folder -> the names in it, for stat_file(); set.add() is atomic: the threads add to them.
         self._listings: dict[str, set[str]] = {}
-        # Temporary names: this store's random tag and a number, unique across workers and runs.
-        self._tag = secrets.token_hex(8)
+        # Temporary names: who writes them (_writer()), a random tag and a number, unique
+        # across workers and runs.
+        self._tag = f"{_writer(os.getpid())}-{secrets.token_hex(8)}"
         self._serial = itertools.count()
 
     def persist_file(
@@ -353,9 +356,30 @@ def _recall_checksum(path: Path | str, stat: os.stat_result) -> str | None:
     return checksum if (int(size), int(mtime)) == (stat.st_size, stat.st_mtime_ns) else None
 
 
-def _remove_older_than(folder: Path, seconds: float, pattern: str) -> None:
-    cutoff = time.time() - seconds
-    for path in folder.glob(pattern):
+def _writer(pid: int) -> str:
+    """The process that writes a temporary file, as its name starts: <pid>@<host>."""
+    return f"{pid}@{socket.gethostname()}"
+
+
+def _dead_writer(name: str) -> bool:
+    """Whether a temporary file (<pid>@<host>-<tag>-<n>) was written by a process of this machine that has ended."""
+    pid, _, rest = name.partition("@")
+    if not pid.isdigit() or rest.rsplit("-", 2)[0] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        # Another user's process: it runs.
+        return False
+    return False
+
+
+def _remove_dead_temporaries(folder: Path) -> None:
+    """The *.tmp files nobody writes any more: a dead crawl's of this machine, or untouched for STALE_PARTIAL."""
+    cutoff = time.time() - STALE_PARTIAL
+    for path in folder.glob("*.tmp"):
         with suppress(OSError):
-            if path.stat().st_mtime < cutoff:
+            if _dead_writer(path.stem) or path.stat().st_mtime < cutoff:
                 path.unlink()

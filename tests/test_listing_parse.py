@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -11,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scrapy.http import HtmlResponse
 
-from xkcdcrawl.listing_parse import _entry_url, relative_path, size_range, split_listing
+from xkcdcrawl import listing_parse
+from xkcdcrawl.listing_parse import _entry_url, list_entries, relative_path, size_range, split_listing
 from xkcdcrawl.naming import MAX_NAME_BYTES, store_path
 from xkcdcrawl.spiders.listing import listed_file
 
@@ -426,7 +428,7 @@ def test_a_size_that_is_none_is_no_size() -> None:
 
 
 _PLAIN_CHARS = st.sampled_from(
-    [*"abcXYZ019-._~!$&'()*+,;=@", "%20", "%2F", "%C3%A9", "%25", "%", ":", "?", "#", "/", "\\"]
+    [*"abcXYZ019-._~!$&'()*+,;=@", "%20", "%2e", "%2E%2e", "%00", "%2F", "%C3%A9", "%25", "%", ":", "?", "#", "/", "\\"]
 )
 
 
@@ -438,6 +440,11 @@ def test_a_page_without_base_joins_links_as_urljoin_and_safe_url_string_would(hr
     response = _page(page, _links(*hrefs))
     for href in hrefs:
         assert _entry_url(response, href, page) == _entry_url(response, href)
+    # And what the page lists is what the long way lists.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(listing_parse, "_PLAIN_LINK", re.compile("(?!)"))
+        long_way = list_entries(response, "http://h.test/")
+    assert list_entries(response, "http://h.test/") == long_way
     # And a page whose <base> names another folder joins every link to that one.
     based = _page(page, _links(*hrefs).replace("<body>", '<head><base href="/other/"></head><body>', 1))
     assert all(url.startswith("http://h.test/other/") for url in split_listing(based, "http://h.test/")[1])

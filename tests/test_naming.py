@@ -79,6 +79,19 @@ def test_safe_relpath_never_climbs(parts: list[str]) -> None:
     assert all(len(s.encode()) <= MAX_NAME_BYTES for s in segments)
 
 
+@given(
+    folder=st.text() | st.sampled_from(["", "/", " ", "a/ /b", "a//b", "\\", "CON/x", "../.."]),
+    name=st.none() | st.text(),
+)
+def test_store_path_is_the_long_way(folder: str, name: str | None) -> None:
+    """store_path() works out a folder once for its files: what safe_relpath() makes of each file."""
+    url = "http://h.test/dir/file.bin"
+    item = FileItem(url=url, folder=folder, name=name, file_urls=[url])
+    long_way = safe_relpath(folder or "unsorted", safe_segment(name or url_file_name(url)))
+    assert store_path(url, item) == long_way
+    assert safe_segment(safe_segment(name or "")) == safe_segment(name or "")
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> AtomicFSFilesStore:
     return AtomicFSFilesStore(str(tmp_path_factory.mktemp("store")))

@@ -73,16 +73,22 @@ def list_entries(response: TextResponse, root: str) -> tuple[list[str], list[Ent
     # lxml's own strings: a Selector for each of 20,000 links was a third of a re-run. And a
     # tree of its own, not the one the response keeps (response.selector) while its items are
     # processed: half a megabyte for a page of 500 files, freed here once they are listed.
+    dir_path = _decode(urlsplit(page_dir).path)
     for href in Selector(response=response).root.xpath("//a/@href"):
-        url = _entry_url(response, str(href), plain_dir)
-        if url is None:
-            continue
+        link = str(href)
         try:
-            below_page = relative_path(url, page_dir)
+            if plain_dir is not None and _is_plain(link):
+                # What relative_path() and urlsplit() make of the page's folder and the name.
+                url, below_page = plain_dir + link, _plain_below(link)
+                path = dir_path + below_page
+            elif (url := _entry_url(response, link)) is not None:
+                below_page = relative_path(url, page_dir)
+                path = _decode(urlsplit(url).path)
+            else:
+                continue
             below_root = prefix + below_page if root_implied else relative_path(url, root)
         except ValueError:
             continue
-        path = _decode(urlsplit(url).path)
         if path == page_path or path in seen:
             continue
         seen.add(path)
@@ -170,7 +176,7 @@ def _entry_url(response: TextResponse, href: str, plain_dir: str | None = None) 
     plain_dir: the page's folder URL, when links are joined to the page's URL (no <base>) and
     it is percent-encoded: a plain name is then that folder's URL and the name.
     """
-    if plain_dir is not None and _PLAIN_LINK.fullmatch(href) and href.rstrip("/") not in _BAD_NAMES:
+    if plain_dir is not None and _is_plain(href):
         return plain_dir + href
     try:
         absolute = response.urljoin(strip_html5_whitespace(href))
@@ -183,6 +189,19 @@ def _entry_url(response: TextResponse, href: str, plain_dir: str | None = None) 
     except ValueError:
         # The host or the port is broken.
         return None
+
+
+def _is_plain(href: str) -> bool:
+    """A link that is one percent-encoded name (or name/): joined to its page's folder as it is."""
+    return _PLAIN_LINK.fullmatch(href) is not None and href.rstrip("/") not in _BAD_NAMES
+
+
+def _plain_below(href: str) -> str:
+    """relative_path() of a plain link joined to its page's folder, below that folder."""
+    name = href.removesuffix("/")
+    if not _is_safe_segment(name):
+        raise ValueError(f"unsafe name {href!r}")
+    return _decode(name) + href[len(name) :]
 
 
 def _is_below(url: str, root: str) -> bool:

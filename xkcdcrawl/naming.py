@@ -27,11 +27,11 @@ import mimetypes
 import posixpath
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -131,6 +131,13 @@ def host_folder(url: str) -> str:
     '_' and not wget's ':', which Windows refuses in names; an IPv6 address's ':' become '_' too.
     """
     parts = urlsplit(url)
+    return _host_folder(parts.scheme, parts.netloc)
+
+
+@functools.lru_cache(maxsize=256)
+def _host_folder(scheme: str, netloc: str) -> str:
+    """host_folder() of a URL's scheme and netloc: once a host, not once a file."""
+    parts = SplitResult(scheme, netloc, "", "", "")
     host = parts.hostname or "unknown-host"
     try:
         port = parts.port
@@ -194,10 +201,25 @@ def field(item: Any, name: str) -> Any:
     return getattr(item, name, None)
 
 
+def set_field(item: Any, name: str, value: Any) -> None:
+    """Set an item's field, as ItemAdapter would, without building one."""
+    if isinstance(item, MutableMapping):
+        item[name] = value
+    else:
+        setattr(item, name, value)
+
+
 def store_path(url: str, item: Any) -> str:
     """<item folder>/<file name>: from the URL and stable item fields only."""
-    name = field(item, "name") or url_file_name(url)
-    return safe_relpath(field(item, "folder") or "unsorted", safe_segment(name))
+    name = safe_segment(field(item, "name") or url_file_name(url))
+    folder = _safe_folder(field(item, "folder") or "unsorted")
+    return f"{folder}/{name}" if folder else name
+
+
+@functools.lru_cache(maxsize=1024)
+def _safe_folder(folder: str) -> str:
+    """safe_relpath() of an item's folder ('' when nothing is left of it): once for all its files."""
+    return "/".join(safe_segment(s) for s in re.split(r"[/\\]", folder) if s)
 
 
 def numbered(name: str, draw: int, repeat: int) -> str:
@@ -212,9 +234,10 @@ def listed_place(url: str, path: str) -> tuple[str, str, str]:
     `path` is the file's percent-decoded path relative to the start URL. Names that are not
     UTF-8 (Latin-1, overlong sequences) become readable text, in the feed too.
     """
-    folder, _, name = unquote(urlsplit(url).path, errors="surrogateescape").rpartition("/")
+    parts = urlsplit(url)
+    folder, _, name = unquote(parts.path, errors="surrogateescape").rpartition("/")
     readable_path = "/".join(readable(part) for part in path.split("/"))
-    return f"{host_folder(url)}/{folder}", readable(name), readable_path
+    return f"{_host_folder(parts.scheme, parts.netloc)}/{folder}", readable(name), readable_path
 
 
 def folder_names(folders: Iterable[str]) -> set[str]:

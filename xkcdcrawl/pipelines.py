@@ -11,7 +11,6 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from itemadapter import ItemAdapter
 from scrapy.http import Response
 from scrapy.http.request import NO_CALLBACK, Request
 from scrapy.pipelines.files import FilesPipeline, FilesStoreProtocol
@@ -25,7 +24,7 @@ from xkcdcrawl.bodyfile import DiskError, PartialState
 from xkcdcrawl.checksums import ChecksumError, check, header_digests
 from xkcdcrawl.handlers import BodyResult, RangeRefused
 from xkcdcrawl.listing_parse import size_range
-from xkcdcrawl.naming import FileNames, field
+from xkcdcrawl.naming import FileNames, field, set_field
 from xkcdcrawl.outcomes import (
     CACHED,
     DOWNLOADED,
@@ -141,7 +140,7 @@ class NamedFilesPipeline(FilesPipeline):
             self.crawler.stats.inc_value(EXPECTED_FILES, len(files))
             for _ in files:
                 self.inc_stats("uptodate")
-            ItemAdapter(item)[self.files_result_field] = files
+            set_field(item, self.files_result_field, files)
             return item
         # Items are let into the media pipeline's machinery (requests, waits, results) a few
         # at a time: Scrapy takes CONCURRENT_ITEMS from every page at once, and a listing's
@@ -464,8 +463,7 @@ class NamedFilesPipeline(FilesPipeline):
             raise
 
     def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
-        adapter = ItemAdapter(item)
-        urls = adapter.get(self.files_urls_field) or []
+        urls = field(item, self.files_urls_field) or []
         files: list[FileInfo] = []
         for url, (_, result) in zip(urls, results, strict=True):
             # An error outside the download itself.
@@ -473,7 +471,7 @@ class NamedFilesPipeline(FilesPipeline):
                 files.append(self._outcome(url, item, "failed", reason(result.value), info))
             else:
                 files.append(result)
-        adapter[self.files_result_field] = files
+        set_field(item, self.files_result_field, files)
         # Scrapy keeps every file's result for the whole crawl, to answer a URL asked for twice
         # (scrapy/scrapy#939): memory that grows with the mirror. A URL asked for again later
         # is found in the store instead.

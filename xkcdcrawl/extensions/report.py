@@ -16,13 +16,13 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
-from itemadapter import ItemAdapter
 from scrapy import signals
 
 from xkcdcrawl.archive import local_store
 from xkcdcrawl.args import SpiderArgs
 from xkcdcrawl.extensions.progress import duration, size
 from xkcdcrawl.items import FileItem
+from xkcdcrawl.naming import field
 from xkcdcrawl.outcomes import (
     COMPLETE,
     COUNTED,
@@ -150,11 +150,10 @@ class RunReport:
         self.rows = self.path.with_suffix(".rows").open("w", encoding="utf-8")
 
     def item_scraped(self, item: Any) -> None:
-        adapter = ItemAdapter(item)
-        for file in adapter.get("files") or []:
-            self.record(file, adapter)
+        for file in field(item, "files") or []:
+            self.record(file, item)
 
-    def record(self, file: dict[str, Any], adapter: ItemAdapter) -> None:
+    def record(self, file: dict[str, Any], item: Any) -> None:
         status, path = file.get("status"), file.get("path")
         size_on_disk = None
         if status in COMPLETE:
@@ -181,9 +180,9 @@ class RunReport:
             # Checked against what the server published: ["sha256"], or None.
             "verified": file.get("verified"),
             # What the item said, so that retry_failed asks the pipeline for the same path.
-            "folder": adapter.get("folder"),
-            "name": adapter.get("name"),
-            "draw": adapter.get("draw"),
+            "folder": field(item, "folder"),
+            "name": field(item, "name"),
+            "draw": field(item, "draw"),
         }
         self.rows.write(("" if self.first_rows else ",\n") + json.dumps(row, ensure_ascii=False))
         self.first_rows = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from urllib.parse import quote
 
@@ -77,6 +78,11 @@ def test_safe_relpath_never_climbs(parts: list[str]) -> None:
     assert not path.startswith("/")
     assert all(s not in {"", ".", ".."} and "\\" not in s and "\x00" not in s for s in segments)
     assert all(len(s.encode()) <= MAX_NAME_BYTES for s in segments)
+
+
+@given(st.text(st.characters(max_codepoint=0x7F)) | st.text())
+def test_a_safe_segment_has_no_control_or_format_characters(name: str) -> None:
+    assert not any(unicodedata.category(c) in {"Cc", "Cf"} for c in safe_segment(name))
 
 
 @given(

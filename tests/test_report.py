@@ -99,8 +99,12 @@ def test_report_streams_rows_and_summary_names_the_first_20_failures(tmp_path: P
         for n in range(25)
     ]
     for file in files:
-        report.item_scraped({"folder": "h", "files": [file]})
+        report.item_scraped({"folder": "h", "files": [file]}, spider)
     report.spider_closed(spider, "finished")
+    # Scrapy's core stats, which the report keeps in CoreStats' place.
+    assert crawler.stats is not None
+    assert crawler.stats.get_value("item_scraped_count") == 26
+    assert crawler.stats.get_value("finish_reason") == "finished"
     lines = report.summary_lines()
     assert lines[0].startswith("Files: ")
     assert lines[1].startswith("Downloaded 5 B in 0:00:0")

@@ -35,7 +35,9 @@ def test_settings_turn_off_remote_code_execution() -> None:
     assert settings.getbool("REMOTE_CONTROL_ENABLED") is False
     loaded = settings.getdict("EXTENSIONS_BASE")  # not even imported: aiohttp costs seconds of start-up
     assert "scrapy.extensions.remote_control.RemoteControl" not in loaded
-    assert "scrapy.extensions.corestats.CoreStats" in loaded
+    # Scrapy's core stats, kept by the run report that extends them.
+    assert "scrapy.extensions.corestats.CoreStats" not in loaded
+    assert loaded["xkcdcrawl.extensions.report.RunReport"] == 0
 
 
 BAD_ARGUMENTS = [

@@ -81,8 +81,8 @@ def list_entries(response: TextResponse, root: str) -> tuple[list[str], list[Ent
                 # What relative_path() and urlsplit() make of the page's folder and the name.
                 url, below_page = plain_dir + link, _plain_below(link)
                 path = dir_path + below_page
-            elif (url := _entry_url(response, link)) is not None:
-                below_page = relative_path(url, page_dir)
+            elif (joined := _entry_url(response, link)) is not None:
+                url, below_page = joined, relative_path(joined, page_dir)
                 path = _decode(urlsplit(url).path)
             else:
                 continue

@@ -90,8 +90,12 @@ def readable(text: str) -> str:
 def safe_segment(name: str) -> str:
     """One path component that cannot climb, hide or break a file system."""
     name = readable(name)
-    # Cc: control characters and NUL; Cf: invisible format characters such as U+202E.
-    text = "".join(c for c in name if unicodedata.category(c) not in {"Cc", "Cf"})
+    # Cc: control characters and NUL; Cf: invisible format characters such as U+202E (printable
+    # ASCII has neither).
+    if name.isascii() and name.isprintable():
+        text = name
+    else:
+        text = "".join(c for c in name if unicodedata.category(c) not in {"Cc", "Cf"})
     text = text.translate(_SEPARATORS).strip().rstrip(". ")
     # "", "." and ".." are nothing a file can be called.
     if not text.strip("."):

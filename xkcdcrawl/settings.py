@@ -110,16 +110,17 @@ XKCDCRAWL_RETRY_AFTER_MAX = 600.0
 
 EXTENSIONS = {
     "xkcdcrawl.extensions.progress.Progress": 500,
-    # The run report in FILES_STORE/.xkcdcrawl/reports/, and the end summary.
-    "xkcdcrawl.extensions.report.RunReport": 510,
     "xkcdcrawl.extensions.quiet.QuietNetworkErrors": 0,
     # One crawl per store.
     "xkcdcrawl.lock.StoreLockExtension": 0,
 }
-# Off below, and not even imported (Scrapy imports every listed extension, even one set to None):
-# the remote-control module alone pulls in aiohttp, 1.7 s of every run's start-up here.
+# The run report in FILES_STORE/.xkcdcrawl/reports/, and the end summary, takes the place of Scrapy's
+# CoreStats, which it is and extends (xkcdcrawl.extensions.report.RunReport). The telnet console
+# and the remote control are off below, and not even imported (Scrapy imports every listed
+# extension, even one set to None): the remote-control module alone pulls in aiohttp, 1.7 s of
+# every run's start-up here.
 EXTENSIONS_BASE = {
-    path: order
+    ("xkcdcrawl.extensions.report.RunReport" if path.endswith(".CoreStats") else path): order
     for path, order in _SCRAPY_EXTENSIONS.items()
     if path not in {"scrapy.extensions.remote_control.RemoteControl", "scrapy.extensions.telnet.TelnetConsole"}
 }

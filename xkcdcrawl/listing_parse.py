@@ -170,14 +170,11 @@ def relative_path(url: str, root: str) -> str:
     return "/".join(_decode(s) for s in rest) + ("/" if target.path.endswith("/") else "")
 
 
-def _entry_url(response: TextResponse, href: str, plain_dir: str | None = None) -> str | None:
+def _entry_url(response: TextResponse, href: str) -> str | None:
     """Absolute, fragment-less, percent-encoded URL of an entry link, or None.
 
-    plain_dir: the page's folder URL, when links are joined to the page's URL (no <base>) and
-    it is percent-encoded: a plain name is then that folder's URL and the name.
+    The long way: list_entries() joins a plain name (_is_plain()) to its page's folder itself.
     """
-    if plain_dir is not None and _is_plain(href):
-        return plain_dir + href
     try:
         absolute = response.urljoin(strip_html5_whitespace(href))
         parts = urlsplit(absolute)

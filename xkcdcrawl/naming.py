@@ -155,8 +155,12 @@ def _host_folder(scheme: str, netloc: str) -> str:
 
 def safe_relpath(*parts: str) -> str:
     """Join folder/file names into a relative POSIX path that stays below its root."""
-    segments = [safe_segment(s) for part in parts for s in re.split(r"[/\\]", part) if s]
-    return "/".join(segments) or "_"
+    return "/".join(path for part in parts if (path := _safe_path(part))) or "_"
+
+
+def _safe_path(part: str) -> str:
+    """A folder/file name made of safe segments; '' when nothing is left of it."""
+    return "/".join(safe_segment(s) for s in re.split(r"[/\\]", part) if s)
 
 
 def has_extension(name: str) -> bool:
@@ -222,8 +226,8 @@ def store_path(url: str, item: Any) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _safe_folder(folder: str) -> str:
-    """safe_relpath() of an item's folder ('' when nothing is left of it): once for all its files."""
-    return "/".join(safe_segment(s) for s in re.split(r"[/\\]", folder) if s)
+    """_safe_path() of an item's folder: once for all its files."""
+    return _safe_path(folder)
 
 
 def numbered(name: str, draw: int, repeat: int) -> str:

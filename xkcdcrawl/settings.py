@@ -21,9 +21,10 @@ CONCURRENT_ITEMS = 32
 # Listing pages whose files are still being fetched, counted by the size of their bodies
 # (Scrapy: 5 MB). A page keeps its parsed entries until its last file is done, several times
 # its body: past this the engine reads no further page, so a mirror's memory does not grow
-# with its folders. Half a megabyte is 8 nginx pages of 500 files, thousands of files ahead of
-# the downloads; 20,000 files in 40 folders peaked at 103 MB with Scrapy's 5 MB, 87 MB with it.
-SCRAPER_SLOT_MAX_ACTIVE_SIZE = 500_000
+# with its folders. 200 KB is 3 nginx pages of 500 files, 1500 files ahead of the downloads;
+# 20,000 files in 40 folders peaked at 103 MB with Scrapy's 5 MB, 87 MB with 500 KB, 84.5 MB with it
+# (1.19x the 1000 files' 71 MB, which fit in it either way).
+SCRAPER_SLOT_MAX_ACTIVE_SIZE = 200_000
 DOWNLOAD_DELAY = 0
 AUTOTHROTTLE_ENABLED = False
 DOWNLOAD_TIMEOUT = 30

@@ -110,6 +110,11 @@ def threadpool_argv(ctx: Ctx, out: Path) -> list[str]:
     return [ctx.python, str(HERE / "threadpool_peer.py"), "--jobs", str(ctx.jobs), "--out", str(out), ctx.base + "/"]
 
 
+def scrapy_files_argv(ctx: Ctx, out: Path) -> list[str]:
+    python = REPO / ".venv" / "bin" / "python"
+    return [str(python), str(HERE / "scrapy_peer.py"), "--jobs", str(ctx.jobs), "--out", str(out), str(ctx.inputs.urls)]
+
+
 def xkcdcrawl_argv(ctx: Ctx, out: Path) -> list[str]:
     scrapy = REPO / ".venv" / "bin" / "scrapy"
     fields = {"scrapy": str(scrapy), "base": ctx.base, "out": str(out), "jobs": str(ctx.jobs)}
@@ -130,6 +135,14 @@ def all_tools() -> list[Tool]:
         Tool("lftp", "cold", "crawl", "lftp", lftp_argv),
         Tool("rclone", "cold", "crawl", "rclone", rclone_argv),
         Tool("threadpool", "cold", "crawl", sys.executable, threadpool_argv),
+        # Scrapy itself, what xkcdcrawl costs on top of it: run outside the project (no xkcdcrawl settings).
+        Tool(
+            "scrapy-files",
+            "cold",
+            "URL list, stock FilesPipeline",
+            str(REPO / ".venv" / "bin" / "python"),
+            scrapy_files_argv,
+        ),
         Tool("xkcdcrawl", "cold", "crawl", scrapy, xkcdcrawl_argv, cwd=REPO, peer=False),
         Tool("wget-noop", "noop", "re-run -N, sequential", "wget", lambda c, o: wget_argv(c, o, "-N")),
         Tool("xkcdcrawl-noop", "noop", "re-run, same store", scrapy, xkcdcrawl_argv, cwd=REPO, peer=False),

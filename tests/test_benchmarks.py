@@ -20,6 +20,7 @@ from peers import (
     curl_argv,
     lftp_argv,
     rclone_argv,
+    scrapy_files_argv,
     wget_argv,
     write_inputs,
     xkcdcrawl_argv,
@@ -95,6 +96,7 @@ def test_peer_command_lines() -> None:
     assert curl_argv(ctx(), out)[-4:] == ["--output-dir", "/o", "-K", "/w/urls.curl"]
     assert aria2_argv(ctx(), out)[:7] == ["aria2c", "-j", "4", "-x", "1", "-s", "1"]
     assert "--multi-thread-streams" not in rclone_argv(ctx(), out)
+    assert scrapy_files_argv(ctx(), out)[-5:] == ["--jobs", "4", "--out", "/o", "/w/urls.txt"]
 
 
 def test_segments_become_each_tools_own_option() -> None:

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+# The project's venv: xkcdcrawl, and the stock-Scrapy peer, run from it.
+VENV_SCRAPY = REPO / ".venv" / "bin" / "scrapy"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 INSTALL_HINT = "apt-get install -y nginx libnginx-mod-http-lua wget curl aria2 lftp rclone"
 # --silent --show-error still draws the --parallel progress meter in curl 7.88; this does not
 CURL_QUIET = ("--fail", "--no-progress-meter")
@@ -111,23 +114,29 @@ def threadpool_argv(ctx: Ctx, out: Path) -> list[str]:
 
 
 def scrapy_files_argv(ctx: Ctx, out: Path) -> list[str]:
-    python = REPO / ".venv" / "bin" / "python"
-    return [str(python), str(HERE / "scrapy_peer.py"), "--jobs", str(ctx.jobs), "--out", str(out), str(ctx.inputs.urls)]
+    return [
+        str(VENV_PYTHON),
+        str(HERE / "scrapy_peer.py"),
+        "--jobs",
+        str(ctx.jobs),
+        "--out",
+        str(out),
+        str(ctx.inputs.urls),
+    ]
 
 
 def xkcdcrawl_argv(ctx: Ctx, out: Path) -> list[str]:
-    scrapy = REPO / ".venv" / "bin" / "scrapy"
-    fields = {"scrapy": str(scrapy), "base": ctx.base, "out": str(out), "jobs": str(ctx.jobs)}
+    fields = {"scrapy": str(VENV_SCRAPY), "base": ctx.base, "out": str(out), "jobs": str(ctx.jobs)}
     argv = shlex.split(ctx.template.format(**{k: shlex.quote(v) for k, v in fields.items()}))
     return [*argv, "-s", f"XKCDCRAWL_SPLIT_PARTS={ctx.segments}"] if ctx.segments else argv
 
 
 def scrapy_version_argv(ctx: Ctx, out: Path) -> list[str]:
-    return [str(REPO / ".venv" / "bin" / "scrapy"), "version"]
+    return [str(VENV_SCRAPY), "version"]
 
 
 def all_tools() -> list[Tool]:
-    scrapy = str(REPO / ".venv" / "bin" / "scrapy")
+    scrapy = str(VENV_SCRAPY)
     return [
         Tool("wget", "cold", "crawl, sequential (ignores --jobs)", "wget", wget_argv),
         Tool("aria2c", "cold", "URL list", "aria2c", aria2_argv),
@@ -140,7 +149,7 @@ def all_tools() -> list[Tool]:
             "scrapy-files",
             "cold",
             "URL list, stock FilesPipeline",
-            str(REPO / ".venv" / "bin" / "python"),
+            str(VENV_PYTHON),
             scrapy_files_argv,
         ),
         Tool("xkcdcrawl", "cold", "crawl", scrapy, xkcdcrawl_argv, cwd=REPO, peer=False),
